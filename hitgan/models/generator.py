@@ -1,0 +1,94 @@
+"""HiT generator (Zhao et al., NeurIPS 2021): a convolution-free Transformer generator.
+
+z -> Linear -> 8x8 grid, and z -> 16 latent tokens. Each stage adds a position embedding, runs a
+cross-attention block on the tokens, then multi-axis blocks (low resolution) or MLP blocks (high
+resolution), and pixel-shuffles up to the next stage. MLP-only stages emit RGB through SkipToRGB.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hitgan.models.attention import (
+    CrossAttentionBlock,
+    MultiAxisBlock,
+    block_images,
+    unblock_images,
+)
+from hitgan.models.config import GeneratorConfig
+from hitgan.models.layers import (
+    Linear,
+    MLPBlock,
+    PixelShuffleUpsample,
+    PositionEmbedding,
+    SkipToRGB,
+    make_norm,
+)
+
+
+class HiTStage(nn.Module):
+    """One resolution of the generator, channels-last (B, S, S, C) in and out."""
+
+    def __init__(self, cfg: GeneratorConfig, i: int):
+        super().__init__()
+        size, dim, heads = cfg.grid_sizes[i], cfg.widths[i], cfg.heads[i]
+        multi_query = cfg.attention == "multi_query"
+        self.patch = cfg.patch_sizes[i]
+        self.pos_embed = PositionEmbedding(size, size, dim)
+        self.cross = CrossAttentionBlock(dim, heads, cfg.widths[0], cfg.norm, multi_query,
+                                         cfg.mlp_ratio)
+        if self.patch is None:  # high resolution: no self-attention, MLPs only
+            blocks = [MLPBlock(dim, cfg.norm, cfg.mlp_ratio) for _ in range(cfg.layers[i])]
+            self.to_rgb: SkipToRGB | None = SkipToRGB(dim, cfg.out_channels, cfg.norm)
+        else:
+            blocks = [MultiAxisBlock(dim, heads, cfg.norm, multi_query, cfg.mlp_ratio)
+                      for _ in range(cfg.layers[i])]
+            self.to_rgb = None
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.cross(self.pos_embed(x), tokens)  # (B, S, S, C)
+        if self.patch is None:
+            for block in self.blocks:
+                x = block(x)
+            return x
+        grid_w = x.shape[2] // self.patch
+        x = block_images(x, self.patch)  # (B, G, P, C)
+        for block in self.blocks:
+            x = block(x)
+        return unblock_images(x, grid_w, self.patch)  # (B, S, S, C)
+
+
+class HiTGenerator(nn.Module):
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = cfg = config
+        w0, s0 = cfg.widths[0], cfg.initial_size
+        self.to_grid = Linear(cfg.latent_dim, s0 * s0 * w0)
+        self.to_tokens = Linear(cfg.latent_dim, cfg.latent_tokens * w0)
+        self.token_pos = PositionEmbedding(cfg.latent_tokens, w0)
+        self.token_norm = make_norm(cfg.norm, w0)
+        self.stages = nn.ModuleList(HiTStage(cfg, i) for i in range(len(cfg.widths)))
+        self.upsamples = nn.ModuleList(
+            PixelShuffleUpsample(cfg.widths[i], cfg.widths[i + 1])
+            for i in range(len(cfg.widths) - 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, latent_dim) -> images (B, out_channels, R, R), not squashed (no tanh)."""
+        b, cfg = z.shape[0], self.config
+        # 1. input: the initial grid (NHWC, row-major as the official reshape) and latent tokens
+        x = self.to_grid(z).view(b, cfg.initial_size, cfg.initial_size, cfg.widths[0])
+        tokens = self.to_tokens(z).view(b, cfg.latent_tokens, cfg.widths[0])  # (B, T, C0)
+        tokens = self.token_norm(self.token_pos(tokens))
+        # 2. stages, upsampling between them; MLP-only stages accumulate the image
+        image = None
+        for i, stage in enumerate(self.stages):
+            x = stage(x, tokens)  # (B, S, S, C_i)
+            if stage.to_rgb is not None:
+                image = stage.to_rgb(x, image)  # (B, S, S, out)
+            if i < len(self.upsamples):
+                x = self.upsamples[i](x)  # (B, 2S, 2S, C_{i+1})
+        # 3. output as NCHW (a channels-last view, no copy)
+        assert image is not None
+        return image.permute(0, 3, 1, 2)

@@ -1,0 +1,111 @@
+"""Leaf layers of the HiT generator. Tensors are channels-last: (B, ..., C).
+
+Leaf layers take plain ints; the numerics follow the official Keras layers (BatchNorm eps 1e-3 and
+momentum 0.99 in Keras terms, LayerNorm eps 1e-6, exact GELU, TF depth_to_space channel order).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INIT_STD = 0.02  # official TruncatedNormal(stddev=0.02), cut at two standard deviations
+
+
+def trunc_normal_(t: torch.Tensor) -> torch.Tensor:
+    return nn.init.trunc_normal_(t, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
+
+
+class Linear(nn.Linear):
+    """nn.Linear with the official generator init: truncated normal(0.02) kernel, zero bias."""
+
+    def reset_parameters(self) -> None:
+        trunc_normal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+class BatchNormLast(nn.Module):
+    """Keras BatchNormalization over every axis but the last (channels-last input).
+
+    The inner ``bn`` is a BatchNorm1d (or SyncBatchNorm) on the (N, C) view, so
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` can still swap it in.
+    """
+
+    def __init__(self, dim: int, sync: bool = False):
+        super().__init__()
+        cls = nn.SyncBatchNorm if sync else nn.BatchNorm1d
+        self.bn = cls(dim, eps=1e-3, momentum=0.01)  # Keras momentum 0.99 == torch 0.01
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    if kind == "layer":
+        return nn.LayerNorm(dim, eps=1e-6)
+    if kind in ("batch", "syncbatch"):
+        return BatchNormLast(dim, sync=kind == "syncbatch")
+    raise ValueError(f"norm={kind!r}: use 'batch', 'layer' or 'syncbatch'")
+
+
+class PositionEmbedding(nn.Module):
+    """Learned additive embedding of shape (1, *positions, C)."""
+
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.weight = nn.Parameter(trunc_normal_(torch.empty(1, *shape)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight
+
+
+class MLPBlock(nn.Module):
+    """Pre-norm MLP with residual: x + W2 GELU(W1 norm(x))."""
+
+    def __init__(self, dim: int, norm: str, ratio: int = 4):
+        super().__init__()
+        self.norm = make_norm(norm, dim)
+        self.fc1 = Linear(dim, dim * ratio)
+        self.fc2 = Linear(dim * ratio, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+def depth_to_space(x: torch.Tensor, block: int) -> torch.Tensor:
+    """TF ``depth_to_space`` on (B, H, W, C): channels read as (block_row, block_col, c)."""
+    b, h, w, c = x.shape
+    c_out = c // (block * block)
+    x = x.view(b, h, w, block, block, c_out).transpose(2, 3)  # (B, H, bh, W, bw, C')
+    return x.reshape(b, h * block, w * block, c_out)
+
+
+class PixelShuffleUpsample(nn.Module):
+    """Doubles the grid with depth_to_space; a Linear follows only if C/4 != out_dim."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Identity() if in_dim // 4 == out_dim else Linear(in_dim // 4, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(depth_to_space(x, 2))  # (B, H, W, C) -> (B, 2H, 2W, out_dim)
+
+
+def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
+    b, h, w, c = x.shape  # (B, H, W, C) -> (B, 2H, 2W, C)
+    return x[:, :, None, :, None, :].expand(b, h, 2, w, 2, c).reshape(b, 2 * h, 2 * w, c)
+
+
+class SkipToRGB(nn.Module):
+    """norm + Linear to image channels, added to the 2x nearest-upsampled previous image."""
+
+    def __init__(self, dim: int, out_channels: int, norm: str):
+        super().__init__()
+        self.norm = make_norm(norm, dim)
+        self.proj = Linear(dim, out_channels)
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
+        rgb = self.proj(self.norm(x))  # (B, H, W, C) -> (B, H, W, out)
+        return rgb if image is None else rgb + upsample_nearest2x(image)
