@@ -8,6 +8,7 @@ Keras Dense kernels are (in, out), Conv2D kernels (kh, kw, in, out), attention k
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -199,3 +200,24 @@ def convert_official(variables: Mapping[str, np.ndarray], gen_cfg: GeneratorConf
         disc = StyleGANDiscriminator(disc_cfg)
         apply_rules(disc, discriminator_rules(disc), variables, "discriminator")
     return gen, disc
+
+
+def check_against_outputs(variables: Mapping[str, np.ndarray], gen: HiTGenerator | None,
+                          disc: StyleGANDiscriminator | None) -> dict[str, float]:
+    """Max abs difference to the official outputs stored beside the variables (reference npz:
+    ``z``, ``generator_output_eval|train`` NHWC, ``discriminator_input``/``_logits``)."""
+    diffs: dict[str, float] = {}
+    with torch.no_grad():
+        if gen is not None and "z" in variables:
+            z = torch.from_numpy(np.asarray(variables["z"], dtype=np.float32))
+            for mode in ("eval", "train"):
+                key = f"generator_output_{mode}"
+                if key in variables:  # a copy: a train-mode pass updates BatchNorm statistics
+                    out = copy.deepcopy(gen).train(mode == "train")(z).permute(0, 2, 3, 1)
+                    diffs[key] = float(np.abs(out.numpy() - variables[key]).max())
+        if disc is not None and "discriminator_input" in variables:
+            x = torch.from_numpy(np.asarray(variables["discriminator_input"], np.float32))
+            logits = disc(x.permute(0, 3, 1, 2)).numpy()
+            diffs["discriminator_logits"] = float(
+                np.abs(logits - variables["discriminator_logits"]).max())
+    return diffs

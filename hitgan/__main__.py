@@ -1,0 +1,5 @@
+import sys
+
+from hitgan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,99 @@
+"""Analytic cost model of the HiT generator: parameters, FLOPs and activation memory per stage.
+
+FLOPs count multiply-adds as 2 and cover the matrix products (Linear layers and the two attention
+products), the same operations ``torch.utils.flop_counter`` counts; elementwise work (norms, GELU,
+adds) is memory-bound and left out. Activation memory is measured, not guessed: the forward runs
+on the ``meta`` device (no compute, no allocation) and the tensors autograd saves for backward are
+summed, once per storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hitgan.models.config import GeneratorConfig
+from hitgan.models.generator import HiTGenerator
+
+
+@dataclass(frozen=True)
+class StageCost:
+    name: str  # "input", "stage 0 (8x8)", ...
+    params: int  # trainable parameters
+    flops: int  # forward FLOPs per image
+    pixels: int  # grid positions of the stage
+
+
+def _attention_flops(n_query: int, n_key: int, dim: int, heads: int) -> int:
+    """QK^T and AV: per query and head, 2 products of key_dim x n_key multiply-adds."""
+    return 2 * 2 * n_query * n_key * (dim // heads) * heads
+
+
+def _block_projection_flops(n: int, dim: int, kv_in: int, kv_heads: int, head_dim: int,
+                            n_kv: int, mlp_ratio: int) -> int:
+    q_out = 2 * 2 * n * dim * dim  # query and output projections
+    kv = 2 * n_kv * kv_in * 2 * kv_heads * head_dim
+    mlp = 2 * 2 * n * dim * dim * mlp_ratio
+    return q_out + kv + mlp
+
+
+def stage_costs(cfg: GeneratorConfig) -> list[StageCost]:
+    """Per-stage forward FLOPs per image and parameters (upsampling counted in the stage it
+    feeds); the first row is the input projections and latent tokens."""
+    with torch.device("meta"):
+        model = HiTGenerator(cfg)
+    w0, t = cfg.widths[0], cfg.latent_tokens
+    in_params = sum(p.numel() for m in (model.to_grid, model.to_tokens, model.token_pos,
+                                        model.token_norm) for p in m.parameters())
+    rows = [StageCost("input", in_params,
+                      2 * cfg.latent_dim * (cfg.initial_size**2 + t) * w0, 0)]
+    for i, stage in enumerate(model.stages):
+        s, c, h, p = cfg.grid_sizes[i], cfg.widths[i], cfg.heads[i], cfg.patch_sizes[i]
+        n, hd = s * s, c // h
+        kv_heads = 1 if cfg.attention == "multi_query" else h
+        flops = (_block_projection_flops(n, c, w0, kv_heads, hd, t, cfg.mlp_ratio)
+                 + _attention_flops(n, t, c, h))  # cross-attention block
+        for _ in range(cfg.layers[i]):
+            if p is None:
+                flops += 2 * 2 * n * c * c * cfg.mlp_ratio
+            else:
+                flops += _block_projection_flops(n, c, c, kv_heads, hd, n, cfg.mlp_ratio)
+                half = h // 2  # local over p*p keys, dilated over (s/p)^2 keys
+                flops += (_attention_flops(n, p * p, c * half // h, half)
+                          + _attention_flops(n, (s // p) ** 2, c * half // h, half))
+        if stage.to_rgb is not None:
+            flops += 2 * n * c * cfg.out_channels
+        params = sum(q.numel() for q in stage.parameters())
+        if i > 0 and isinstance(model.upsamples[i - 1].proj, torch.nn.Linear):
+            flops += 2 * n * (cfg.widths[i - 1] // 4) * c
+            params += sum(q.numel() for q in model.upsamples[i - 1].parameters())
+        rows.append(StageCost(f"stage {i} ({s}x{s}{', MLP' if p is None else f', p{p}'})",
+                              params, flops, n))
+    return rows
+
+
+def generator_flops(cfg: GeneratorConfig) -> int:
+    """Forward FLOPs per image."""
+    return sum(r.flops for r in stage_costs(cfg))
+
+
+def activation_bytes(cfg: GeneratorConfig, batch: int, dtype: torch.dtype = torch.float32
+                     ) -> int:
+    """Bytes autograd keeps for backward in a training-mode forward at ``batch``; measured on the
+    meta device, each storage once (parameters excluded)."""
+    with torch.device("meta"):
+        model = HiTGenerator(cfg).to(dtype)
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = t.untyped_storage()._cdata
+        if key not in params:
+            seen[key] = t.untyped_storage().nbytes()
+        return t
+
+    z = torch.empty(batch, cfg.latent_dim, device="meta", dtype=dtype)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.train()(z)
+    return sum(seen.values())
