@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Creates .venv and installs hitgan with its test tools. CPU torch by default; pass another
+# torch requirement with TORCH_SPEC (e.g. TORCH_SPEC="torch --index-url ..." for CUDA).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip 2>/dev/null || true
+# shellcheck disable=SC2086
+.venv/bin/python -m pip install --quiet ${TORCH_SPEC:-torch==2.13.0}
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -c "import hitgan, torch; print('hitgan', hitgan.__version__, '| torch', torch.__version__)"
