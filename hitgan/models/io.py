@@ -72,6 +72,12 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise WeightsError(f"{path}: cannot read weights ({e.strerror})") from e
+    return weights_from_bytes(raw, str(path))
+
+
+def weights_from_bytes(raw: bytes, source: str
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and header metadata of safetensors bytes; ``source`` names them in errors."""
     try:
         if len(raw) < 8:
             raise SafetensorError("file shorter than its 8-byte header length")
@@ -79,11 +85,11 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         meta = json.loads(raw[8:8 + n]).get("__metadata__") or {}
         tensors = st_load(raw)
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path}: not a valid safetensors file (truncated or corrupt?): {e}"
-                           ) from e
+        raise WeightsError(f"{source}: not a valid safetensors file (truncated or corrupt?): "
+                           f"{e}") from e
     expected = meta.get("sha256")
     if expected is not None and hashlib.sha256(_data_section(raw)).hexdigest() != expected:
-        raise WeightsError(f"{path}: tensor data does not match the checksum in its header; "
+        raise WeightsError(f"{source}: tensor data does not match the checksum in its header; "
                            "the file was modified or damaged, restore it from a good copy")
     return tensors, meta
 

@@ -7,6 +7,7 @@ momentum 0.99 in Keras terms, LayerNorm eps 1e-6, exact GELU, TF depth_to_space 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -29,17 +30,55 @@ class Linear(nn.Linear):
 class BatchNormLast(nn.Module):
     """Keras BatchNormalization over every axis but the last (channels-last input).
 
-    The inner ``bn`` is a BatchNorm1d (or SyncBatchNorm) on the (N, C) view, so
-    ``nn.SyncBatchNorm.convert_sync_batchnorm`` can still swap it in.
+    With ``sync`` and an initialised process group of more than one process, training-mode
+    statistics are summed over all processes (a differentiable all-reduce; works with gloo on
+    CPU, where ``nn.SyncBatchNorm`` does not run).
     """
 
     def __init__(self, dim: int, sync: bool = False):
         super().__init__()
-        cls = nn.SyncBatchNorm if sync else nn.BatchNorm1d
-        self.bn = cls(dim, eps=1e-3, momentum=0.01)  # Keras momentum 0.99 == torch 0.01
+        self.sync = sync
+        self.bn = nn.BatchNorm1d(dim, eps=1e-3, momentum=0.01)  # Keras momentum 0.99
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(x.reshape(-1, x.shape[-1])).view(x.shape)
+        flat = x.reshape(-1, x.shape[-1])  # (N, C)
+        if self.sync and self.training and dist.is_available() and dist.is_initialized() \
+                and dist.get_world_size() > 1:
+            return self._synced(flat).view(x.shape)
+        return self.bn(flat).view(x.shape)
+
+    def _synced(self, flat: torch.Tensor) -> torch.Tensor:
+        c, bn = flat.shape[1], self.bn
+        x32 = flat.float()
+        count = torch.full((1,), float(flat.shape[0]), device=flat.device)
+        stats = torch.cat((x32.sum(0), x32.square().sum(0), count))
+        stats = _AllReduceSum.apply(stats)  # summed over processes, gradient flows back
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean.square()).clamp_min(0)
+        with torch.no_grad():
+            m = bn.momentum
+            bn.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            bn.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
+            bn.num_batches_tracked.add_(1)
+        out = (x32 - mean) * torch.rsqrt(var + bn.eps) * bn.weight + bn.bias
+        return out.to(flat.dtype)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of every copy is the sum of all copies' gradients."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
