@@ -88,9 +88,9 @@ def crop_shape(height: int, width: int, aspect_ratio: float, proportion: float
     return round(proportion * height), round(proportion * aspect_ratio * height)
 
 
-def preprocess(img: Image.Image, p: Preprocess, rng: np.random.Generator | None = None
-               ) -> torch.Tensor:
-    """RGB image -> (3, H, W) float32 in [-1, 1] with H = round(resolution / aspect_ratio)."""
+def crop_resize(img: Image.Image, p: Preprocess, rng: np.random.Generator | None = None
+                ) -> Image.Image:
+    """The official crop, then a bicubic antialiased resize to (resolution / aspect, resolution)."""
     out_w, out_h = p.resolution, round(p.resolution / p.aspect_ratio)
     if p.crop != "fixed":
         w, h = img.size
@@ -103,8 +103,14 @@ def preprocess(img: Image.Image, p: Preprocess, rng: np.random.Generator | None 
         img = img.crop((left, top, left + cw, top + ch))
     if img.size != (out_w, out_h):
         img = img.resize((out_w, out_h), Image.Resampling.BICUBIC, reducing_gap=None)
-    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())  # (H, W, 3)
-    return arr.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    return img
+
+
+def preprocess(img: Image.Image, p: Preprocess, rng: np.random.Generator | None = None
+               ) -> torch.Tensor:
+    """RGB image -> (3, H, W) float32 in [-1, 1]."""
+    arr = torch.from_numpy(np.asarray(crop_resize(img, p, rng), dtype=np.uint8).copy())
+    return arr.permute(2, 0, 1).float().div_(127.5).sub_(1.0)  # (H, W, 3) -> (3, H, W)
 
 
 def mnist_digits() -> np.ndarray:
@@ -181,7 +187,6 @@ class ImageDataset(Dataset):
                  strict: bool = False, seed: int = 0, progress: bool = True):
         self.preprocess_cfg = preprocess
         self.seed = seed
-        self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
         self.name = str(source)
         self._arrays: np.ndarray | None = None
@@ -224,10 +229,6 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Random crops depend on (seed, epoch, index) only, whatever the worker."""
-        self.epoch = epoch
-
     def load_image(self, index: int) -> Image.Image:
         if self._arrays is not None:
             return Image.fromarray(self._arrays[index])
@@ -236,7 +237,10 @@ class ImageDataset(Dataset):
             img.load()
             return to_rgb(img)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
+        """``dataset[i]`` or ``dataset[i, epoch]``: random crops depend only on
+        (seed, epoch, index), whatever the worker that loads them."""
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
             try:
@@ -245,7 +249,7 @@ class ImageDataset(Dataset):
                 log.warning("%s: cannot decode %s (%s); using the next image", self.name,
                             self.names[i], e)
                 continue
-            rng = np.random.default_rng((self.seed, self.epoch, i))
+            rng = np.random.default_rng((self.seed, epoch, i))
             return preprocess(img, self.preprocess_cfg, rng)
         raise DatasetError(f"{self.name}: no image could be decoded")
 
