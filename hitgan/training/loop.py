@@ -1,0 +1,375 @@
+"""The HiT-GAN training loop (official trainers/gan_trainer.py), single process to multi-node.
+
+One step: G makes fakes from standard-normal z; D scores fakes and reals (with R1 on reals);
+optionally bCR on DiffAugmented copies; G and D are updated simultaneously from the same forward,
+as the official trainer does, then the EMA. All randomness of a step (latents, flips,
+augmentations) comes from one generator drawn for the global batch, and data order from
+(seed, epoch) permutations, so a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+import signal
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from hitgan.data.dataset import ImageDataset, Preprocess
+from hitgan.data.images import make_grid, save_image, to_uint8
+from hitgan.models.config import get_preset
+from hitgan.models.discriminator import StyleGANDiscriminator
+from hitgan.models.generator import HiTGenerator
+from hitgan.models.io import load_state_checked, state_dict_to_bytes, weights_from_bytes
+from hitgan.training import checkpoint
+from hitgan.training.augment import diff_augment
+from hitgan.training.config import TrainConfig
+from hitgan.training.distributed import (
+    DistInfo,
+    StepSampler,
+    any_process,
+    average_gradients,
+    broadcast_module,
+    init_distributed,
+)
+from hitgan.training.ema import EMA
+from hitgan.training.losses import consistency_loss, d_loss, g_loss, r1_penalty, wgan_gp
+
+log = logging.getLogger(__name__)
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row; the last good checkpoint is left as it was."""
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, info: DistInfo | None = None, progress: bool = True):
+        self.cfg, self.info = cfg, info or init_distributed()
+        self.run_dir, self.progress = Path(cfg.out), progress and self.info.is_main
+        dev, preset = self.info.device, get_preset(cfg.preset)
+        self.micro, self.accum = cfg.micro_batch(self.info.world)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(cfg.seed)
+        self.G = HiTGenerator(cfg.generator_config()).to(dev)
+        self.D = StyleGANDiscriminator(preset.discriminator).to(dev)
+        self.D.to(memory_format=torch.channels_last)
+        broadcast_module(self.G)
+        broadcast_module(self.D)
+        self.ema = EMA(self.G, cfg.ema_decay, cfg.ema_start, cfg.ema_buffers)
+        self.G_step = torch.compile(self.G) if cfg.compile else self.G  # D needs double backward
+        self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas=cfg.betas)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # identical on every process
+        self.sample_z = torch.randn(64, self.G.config.latent_dim,
+                                    generator=torch.Generator().manual_seed(cfg.seed + 1))
+        self.step = self.nonfinite = self.skipped = 0
+        self.best_fid, self.best_step = math.inf, None
+        self.dataset = ImageDataset(cfg.data, Preprocess(cfg.resolution, cfg.crop,
+                                                         cfg.crop_proportion),
+                                    strict=cfg.strict_data, seed=cfg.seed,
+                                    progress=self.progress)
+        self.stop_requested = False
+        self.resumed_from = self._resume() if cfg.resume else None
+
+    # ---- one step -----------------------------------------------------------------------
+    def _autocast(self, enabled: bool = True):
+        dtype = AMP_DTYPES.get(self.cfg.precision)
+        if dtype is None or not enabled:
+            return nullcontext()
+        return torch.autocast(self.info.device.type, dtype=dtype)
+
+    def _losses(self, reals: torch.Tensor, z: torch.Tensor, offset: int, regularize: bool
+                ) -> dict[str, torch.Tensor]:
+        cfg, B = self.cfg, self.cfg.batch
+
+        def augment(x: torch.Tensor) -> torch.Tensor:
+            return diff_augment(x, cfg.augment, self.gen, offset, B)
+
+        with self._autocast():
+            fakes = self.G_step(z)  # (b, 3, R, R)
+            fake_logits = self.D(augment(fakes) if cfg.diffaug else fakes)
+        r1 = regularize and cfg.penalty == "r1"
+        real_in = (augment(reals) if cfg.diffaug else reals).detach().requires_grad_(r1)
+        with self._autocast(enabled=not (r1 and cfg.precision == "fp16")):  # R1 in fp32 w/ fp16
+            real_logits = self.D(real_in)
+            out = {"G/loss": g_loss(fake_logits, cfg.loss),
+                   "D/loss_gan": d_loss(real_logits, fake_logits, cfg.loss)}
+            d_total = out["D/loss_gan"]
+            if regularize:
+                if r1:
+                    out["D/r1"] = r1_penalty(real_logits, real_in)
+                else:
+                    eps = torch.rand(B, *reals.shape[1:], generator=self.gen)
+                    eps = eps[offset:offset + reals.shape[0]].to(reals)
+                    out["D/wgan_gp"] = wgan_gp(self.D, real_in.detach(), fakes, eps)
+                d_total = d_total + cfg.penalty_cost * cfg.penalty_every * out.get(
+                    "D/r1", out.get("D/wgan_gp"))
+            if cfg.bcr:  # augmented copies carry no gradient into G, as in the official code
+                aug = torch.cat((augment(reals), augment(fakes.detach()))).detach()
+                real_aug, fake_aug = self.D(aug).chunk(2)
+                out["D/bcr"] = consistency_loss(real_logits, real_aug, fake_logits, fake_aug)
+                d_total = d_total + cfg.bcr_cost * out["D/bcr"]
+        out["D/loss"] = d_total
+        return out
+
+    def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
+        cfg, info = self.cfg, self.info
+        self.G.train()
+        self.D.train()
+        z_all = torch.randn(cfg.batch, self.G.config.latent_dim, generator=self.gen)
+        flips = torch.rand(cfg.batch, generator=self.gen) < 0.5
+        regularize = cfg.penalty != "none" and self.step % cfg.penalty_every == 0
+        g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
+        saved_buffers = [b.clone() for b in self.G.buffers()]  # BatchNorm statistics
+        stats: dict[str, float] = defaultdict(float)
+        finite = True
+        for a, reals in enumerate(micro_batches):
+            offset = (a * info.world + info.rank) * self.micro
+            rows = slice(offset, offset + self.micro)
+            reals = reals.to(info.device, non_blocking=True)
+            if cfg.flip:
+                reals = torch.where(flips[rows].view(-1, 1, 1, 1).to(info.device),
+                                    reals.flip(3), reals)
+            reals = reals.contiguous(memory_format=torch.channels_last)
+            losses = self._losses(reals, z_all[rows].to(info.device), offset, regularize)
+            finite &= bool(torch.isfinite(losses["G/loss"]) & torch.isfinite(losses["D/loss"]))
+            self.scaler.scale(losses["G/loss"] / self.accum).backward(inputs=g_params,
+                                                                       retain_graph=True)
+            self.scaler.scale(losses["D/loss"] / self.accum).backward(inputs=d_params)
+            for k, v in losses.items():
+                stats[k] += v.item() / self.accum
+        average_gradients(g_params, info.world)
+        average_gradients(d_params, info.world)
+        stats = _mean_over_processes(stats, info)
+        stats["G/grad_norm"] = _grad_norm(g_params)
+        stats["D/grad_norm"] = _grad_norm(d_params)
+        if cfg.precision != "fp16":  # fp16: the grad scaler skips inf gradients itself
+            finite &= math.isfinite(stats["G/grad_norm"] + stats["D/grad_norm"])
+        self.step += 1
+        if any_process(not finite, info.device):  # skip: no update, statistics restored
+            for b, saved in zip(self.G.buffers(), saved_buffers, strict=True):
+                b.copy_(saved)
+            self.opt_g.zero_grad(set_to_none=True)
+            self.opt_d.zero_grad(set_to_none=True)
+            self.nonfinite += 1
+            self.skipped += 1
+            stats["skipped"] = 1.0
+            return stats
+        self.nonfinite = 0
+        self.scaler.step(self.opt_g)
+        self.scaler.step(self.opt_d)
+        self.scaler.update()
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.ema.update(self.G, self.step)
+        return stats
+
+    # ---- the run ----------------------------------------------------------------------
+    def loader(self) -> DataLoader:
+        sampler = StepSampler(len(self.dataset), self.cfg.batch, self.micro, self.info.rank,
+                              self.info.world, self.cfg.seed, start_step=self.step)
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.cfg.workers,
+                          pin_memory=self.info.device.type == "cuda",
+                          prefetch_factor=4 if self.cfg.workers else None)
+
+    def run(self) -> dict[str, Any]:
+        cfg, main = self.cfg, self.info.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self._run_record(), indent=2))
+        writer = _tensorboard(self.run_dir) if main else None
+        previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM,
+                                                                        signal.SIGINT)}
+        batches = iter(self.loader())
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress,
+                   unit="step", dynamic_ncols=True)
+        last_saved, t0, seen0 = self.step, time.perf_counter(), self.step
+        try:
+            if main and self.step == 0:
+                reals = next(iter(DataLoader(self.dataset, batch_size=64, shuffle=False)))
+                save_image(make_grid(to_uint8(reals)), self.run_dir / "reals.png")
+            while self.step < cfg.steps and not any_process(
+                    self.stop_requested or self._out_of_time(t0), self.info.device):
+                stats = self.train_step([next(batches) for _ in range(self.accum)])
+                rate = (self.step - seen0) * cfg.batch / (time.perf_counter() - t0)
+                bar.update(1)
+                bar.set_postfix_str(f"img/s {rate:.1f} G {stats['G/loss']:.3f} "
+                                    f"D {stats['D/loss']:.3f}")
+                if main and (self.step % cfg.log_every == 0 or stats.get("skipped")):
+                    self._log({**stats, "img_per_s": rate}, writer)
+                if self.nonfinite >= cfg.nan_patience:
+                    raise TrainingDiverged(
+                        f"{self.nonfinite} non-finite steps in a row at step {self.step}; "
+                        f"the last good checkpoint in {checkpoint.checkpoint_dir(self.run_dir)}"
+                        " is intact; lower the learning rate or use --precision fp32")
+                if main and self.step % cfg.sample_every == 0:
+                    self.save_samples()
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self._evaluate(writer)
+                if self.step % cfg.checkpoint_every == 0 and self.nonfinite == 0:
+                    self.save_checkpoint()
+                    last_saved = self.step
+            if self.step != last_saved:  # finished or stopped by a signal
+                self.save_checkpoint()
+            if main:
+                self.save_samples()
+        finally:
+            bar.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if writer is not None:
+                writer.close()
+        return {"step": self.step, "skipped": self.skipped, "stopped": self.stop_requested}
+
+    def _out_of_time(self, t0: float) -> bool:
+        budget = self.cfg.max_minutes
+        return budget is not None and time.perf_counter() - t0 >= budget * 60
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        log.warning("signal %d: saving a checkpoint at the end of this step", signum)
+        self.stop_requested = True
+
+    def _log(self, stats: dict[str, float], writer: Any) -> None:
+        record = {"step": self.step, "images": self.step * self.cfg.batch,
+                  "lr_g": self.opt_g.param_groups[0]["lr"],
+                  "lr_d": self.opt_d.param_groups[0]["lr"], "skipped_total": self.skipped,
+                  **stats}
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if writer is not None:
+            for k, v in record.items():
+                if k != "step":
+                    writer.add_scalar(k, v, self.step)
+
+    @torch.no_grad()
+    def save_samples(self) -> Path:
+        G = self.ema.model.eval()
+        images = torch.cat([G(z.to(self.info.device)) for z in self.sample_z.split(16)])
+        path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
+        save_image(make_grid(to_uint8(images)), path)
+        return path
+
+    def _evaluate(self, writer: Any) -> None:
+        raise NotImplementedError  # replaced when the evaluation module is wired in
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def _run_record(self) -> dict[str, Any]:
+        preset = get_preset(self.cfg.preset)
+        return {"train": self.cfg.to_dict(), "generator": self.G.config.to_dict(),
+                "discriminator": preset.discriminator.to_dict(), "world": self.info.world,
+                "dataset": self.dataset.describe()}
+
+    def save_checkpoint(self) -> Path | None:
+        rng = _rng_state()
+        ranks = [rng] * self.info.world
+        if dist.is_initialized():
+            dist.all_gather_object(ranks, rng)  # in-process, trusted
+        if not self.info.is_main:
+            return None
+        opt = io.BytesIO()
+        torch.save({"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict(),
+                    "scaler": self.scaler.state_dict(), "gen": self.gen.get_state(),
+                    "torch_rng": [r["torch"] for r in ranks]}, opt)
+        state = {"step": self.step, "images_seen": self.step * self.cfg.batch,
+                 "skipped": self.skipped, "nonfinite": self.nonfinite,
+                 "best_fid": None if math.isinf(self.best_fid) else self.best_fid,
+                 "best_step": self.best_step,
+                 "rng": [{k: v for k, v in r.items() if k != "torch"} for r in ranks],
+                 **self._run_record()}
+        files = {"G.safetensors": state_dict_to_bytes(self.G.state_dict(), {}),
+                 "D.safetensors": state_dict_to_bytes(self.D.state_dict(), {}),
+                 "G_ema.safetensors": state_dict_to_bytes(self.ema.model.state_dict(), {}),
+                 "optim.pt": opt.getvalue(), "state.json": json.dumps(state).encode()}
+        return checkpoint.save(self.run_dir, self.step, files, self.cfg.keep_checkpoints,
+                               protect=self.best_step)
+
+    def _resume(self) -> Path | None:
+        if self.cfg.resume == "auto":
+            found = checkpoint.latest_valid(self.run_dir)
+            if found is None:
+                log.info("resume auto: no valid checkpoint in %s, starting fresh", self.run_dir)
+                return None
+            path, files = found
+        else:
+            path = Path(self.cfg.resume)
+            files = checkpoint.verify(path)
+        state = json.loads(files["state.json"])
+        if state["train"]["preset"] != self.cfg.preset:
+            raise checkpoint.CheckpointError(
+                f"{path}: made with preset {state['train']['preset']}, not {self.cfg.preset}")
+        for name, model in (("G", self.G), ("D", self.D), ("G_ema", self.ema.model)):
+            tensors, _ = weights_from_bytes(files[f"{name}.safetensors"], f"{path}/{name}")
+            load_state_checked(model, tensors, f"{path}/{name}.safetensors")
+        opt = torch.load(io.BytesIO(files["optim.pt"]), weights_only=True)
+        self.opt_g.load_state_dict(opt["G"])
+        self.opt_d.load_state_dict(opt["D"])
+        self.scaler.load_state_dict(opt["scaler"])
+        self.gen.set_state(opt["gen"])
+        self.step, self.skipped = state["step"], state["skipped"]
+        self.nonfinite = state["nonfinite"]
+        self.best_fid = state["best_fid"] if state["best_fid"] is not None else math.inf
+        self.best_step = state["best_step"]
+        if len(state["rng"]) == self.info.world:
+            _set_rng_state({**state["rng"][self.info.rank],
+                            "torch": opt["torch_rng"][self.info.rank]})
+        else:
+            log.warning("%s: saved with %d processes, now %d: per-process RNG states not "
+                        "restored (the training stream itself is unaffected)", path,
+                        len(state["rng"]), self.info.world)
+        log.info("resumed from %s at step %d", path, self.step)
+        return path
+
+
+def _mean_over_processes(stats: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """Losses of the global batch: each process logged the mean over its own images."""
+    if info.world == 1:
+        return stats
+    keys = sorted(stats)
+    values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=info.device)
+    dist.all_reduce(values)
+    return dict(zip(keys, (values / info.world).tolist(), strict=True))
+
+
+def _grad_norm(params: list[torch.Tensor]) -> float:
+    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py = random.getstate()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss,
+                                                      gauss],
+            "python": [py[0], list(py[1]), py[2]]}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard not installed: scalars go to %s only", run_dir / "log.jsonl")
+        return None
+    return SummaryWriter(str(run_dir / "tb"))

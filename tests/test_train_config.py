@@ -1,0 +1,64 @@
+"""Training options: official defaults, precedence, and errors that name the option."""
+
+import json
+
+import pytest
+
+from hitgan.training.config import PRESET_DEFAULTS, RECIPES, TrainConfig, build_config
+
+
+def test_official_defaults():
+    cfg = TrainConfig()
+    assert cfg.betas == (0.0, 0.99) and cfg.loss == "non-saturating"
+    assert (cfg.penalty, cfg.penalty_cost, cfg.penalty_every) == ("r1", 10.0, 1)
+    assert (cfg.ema_decay, cfg.ema_start, cfg.bcr_cost) == (0.999, 10, 10.0)
+    assert cfg.augment == "color,translation,cutout"
+
+
+@pytest.mark.parametrize(("preset", "lr", "bcr"), [
+    ("hit-b-128", 1e-4, False), ("hit-b-256", 5e-5, True), ("hit-b-1024", 5e-5, True)])
+def test_preset_defaults_follow_the_official_recipe(preset, lr, bcr, tmp_path):
+    cfg = build_config({"preset": preset})
+    assert (cfg.lr_g, cfg.lr_d, cfg.bcr, cfg.batch) == (lr, lr, bcr, 256)
+
+
+def test_recipes():
+    cfg = build_config({}, recipe="imagenet128")
+    assert (cfg.crop, cfg.crop_proportion, cfg.preset) == ("random", 0.875, "hit-b-128")
+    assert build_config({}, recipe="ffhq1024").preset == "hit-b-1024"
+    assert set(RECIPES) == {"imagenet128", "celebahq256", "ffhq256", "ffhq1024"}
+    assert set(PRESET_DEFAULTS) >= {"hit-b-128", "hit-b-256", "hit-b-1024"}
+
+
+def test_precedence_file_then_flags(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"steps": 7, "lr-g": 0.5, "batch": 8}))
+    cfg = build_config({"steps": 9}, str(path))
+    assert (cfg.steps, cfg.lr_g, cfg.batch) == (9, 0.5, 8)
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    ({"preset": "hit-x"}, "preset='hit-x'"), ({"steps": 0}, "steps=0"),
+    ({"loss": "wgan"}, "loss='wgan'"), ({"augment": "color,blur"}, "['blur']"),
+    ({"precision": "fp8"}, "precision"), ({"ema_decay": 1.0}, "ema_decay"),
+    ({"lrg": 1}, "unknown training option")])
+def test_errors_name_the_option(overrides, needle):
+    with pytest.raises(ValueError, match=None) as info:
+        build_config(overrides)
+    assert needle in str(info.value)
+
+
+def test_micro_batches():
+    cfg = TrainConfig(batch=32, batch_per_device=4)
+    assert cfg.micro_batch(2) == (4, 4)
+    assert TrainConfig(batch=32).micro_batch(4) == (8, 1)
+    with pytest.raises(ValueError, match="batch=32"):
+        TrainConfig(batch=32, batch_per_device=5).micro_batch(1)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ValueError, match="cannot read"):
+        build_config({}, str(tmp_path / "missing.json"))
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="invalid JSON"):
+        build_config({}, str(tmp_path / "bad.json"))
