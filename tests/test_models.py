@@ -193,3 +193,16 @@ def test_discriminator_options(options):
     assert logits.shape == (4, 1) and torch.isfinite(logits).all()
     if cfg.equalized_lr:
         assert abs(D.stem.weight.std().item() - 1) < 0.2
+
+
+def test_recalibrate_batchnorm_sets_exact_statistics():
+    torch.manual_seed(0)
+    G = HiTGenerator(TINY.generator).eval()
+    G.recalibrate_batchnorm(batches=2, batch_size=4, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    zs = [torch.randn(4, G.config.latent_dim, generator=gen) for _ in range(2)]
+    with torch.no_grad():
+        x = torch.cat([G.token_pos(G.to_tokens(z).view(4, 16, -1)).reshape(-1, 128)
+                       for z in zs])
+    torch.testing.assert_close(G.token_norm.bn.running_mean, x.mean(0), atol=1e-6, rtol=1e-5)
+    assert G.token_norm.bn.momentum == 0.01 and not G.training

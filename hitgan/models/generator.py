@@ -18,6 +18,7 @@ from hitgan.models.attention import (
 )
 from hitgan.models.config import GeneratorConfig
 from hitgan.models.layers import (
+    BatchNormLast,
     Linear,
     MLPBlock,
     PixelShuffleUpsample,
@@ -92,3 +93,28 @@ class HiTGenerator(nn.Module):
         # 3. output as NCHW (a channels-last view, no copy)
         assert image is not None
         return image.permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, batches: int = 4, batch_size: int = 32, seed: int = 0
+                              ) -> HiTGenerator:
+        """Set BatchNorm running statistics to their exact average over ``batches`` batches of
+        random latents with the current weights (as SWA's ``update_bn``).
+
+        The official code samples with the moving averages kept during training; early in a
+        run, or with fast-changing weights, those lag behind and eval-mode samples wash out.
+        """
+        norms = [m.bn for m in self.modules() if isinstance(m, BatchNormLast)]
+        if not norms or batches < 1:
+            return self
+        was_training, momenta = self.training, [bn.momentum for bn in norms]
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average
+        gen = torch.Generator().manual_seed(seed)
+        device = next(self.parameters()).device
+        self.train()
+        for _ in range(batches):
+            self(torch.randn(batch_size, self.config.latent_dim, generator=gen).to(device))
+        for bn, m in zip(norms, momenta, strict=True):
+            bn.momentum = m
+        return self.train(was_training)

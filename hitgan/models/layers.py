@@ -57,10 +57,10 @@ class BatchNormLast(nn.Module):
         mean = stats[:c] / n
         var = (stats[c:2 * c] / n - mean.square()).clamp_min(0)
         with torch.no_grad():
-            m = bn.momentum
+            bn.num_batches_tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / bn.num_batches_tracked.item()
             bn.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
             bn.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
-            bn.num_batches_tracked.add_(1)
         out = (x32 - mean) * torch.rsqrt(var + bn.eps) * bn.weight + bn.bias
         return out.to(flat.dtype)
 

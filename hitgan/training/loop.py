@@ -9,6 +9,7 @@ augmentations) comes from one generator drawn for the global batch, and data ord
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -256,9 +257,16 @@ class Trainer:
                 if k != "step":
                     writer.add_scalar(k, v, self.step)
 
+    def sampling_generator(self) -> HiTGenerator:
+        """G_ema, with BatchNorm statistics recomputed unless --bn-recalibrate 0."""
+        if not self.cfg.bn_recalibrate:
+            return self.ema.model.eval()
+        G = copy.deepcopy(self.ema.model)
+        return G.recalibrate_batchnorm(self.cfg.bn_recalibrate, seed=self.cfg.seed).eval()
+
     @torch.no_grad()
     def save_samples(self) -> Path:
-        G = self.ema.model.eval()
+        G = self.sampling_generator()
         images = torch.cat([G(z.to(self.info.device)) for z in self.sample_z.split(16)])
         path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
         save_image(make_grid(to_uint8(images)), path)
