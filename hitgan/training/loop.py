@@ -85,6 +85,8 @@ class Trainer:
                                     strict=cfg.strict_data, seed=cfg.seed,
                                     progress=self.progress)
         self.stop_requested = False
+        self._reference: Any = None
+        self._extractor: Any = None
         self.resumed_from = self._resume() if cfg.resume else None
 
     # ---- one step -----------------------------------------------------------------------
@@ -94,12 +96,17 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.info.device.type, dtype=dtype)
 
-    def _losses(self, reals: torch.Tensor, z: torch.Tensor, offset: int, regularize: bool
-                ) -> dict[str, torch.Tensor]:
+    def _losses(self, reals: torch.Tensor, z: torch.Tensor, offset: int, regularize: bool,
+                step_seed: int) -> dict[str, torch.Tensor]:
         cfg, B = self.cfg, self.cfg.batch
+        calls = iter(range(1, 100))
+
+        def draw() -> torch.Generator:
+            """The k-th random draw of every micro-batch covers the same global batch."""
+            return torch.Generator().manual_seed(step_seed + next(calls))
 
         def augment(x: torch.Tensor) -> torch.Tensor:
-            return diff_augment(x, cfg.augment, self.gen, offset, B)
+            return diff_augment(x, cfg.augment, draw(), offset, B)
 
         with self._autocast():
             fakes = self.G_step(z)  # (b, 3, R, R)
@@ -115,7 +122,7 @@ class Trainer:
                 if r1:
                     out["D/r1"] = r1_penalty(real_logits, real_in)
                 else:
-                    eps = torch.rand(B, *reals.shape[1:], generator=self.gen)
+                    eps = torch.rand(B, *reals.shape[1:], generator=draw())
                     eps = eps[offset:offset + reals.shape[0]].to(reals)
                     out["D/wgan_gp"] = wgan_gp(self.D, real_in.detach(), fakes, eps)
                 d_total = d_total + cfg.penalty_cost * cfg.penalty_every * out.get(
@@ -134,6 +141,7 @@ class Trainer:
         self.D.train()
         z_all = torch.randn(cfg.batch, self.G.config.latent_dim, generator=self.gen)
         flips = torch.rand(cfg.batch, generator=self.gen) < 0.5
+        step_seed = int(torch.randint(0, 2**62, (1,), generator=self.gen))  # augmentations
         regularize = cfg.penalty != "none" and self.step % cfg.penalty_every == 0
         g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
         saved_buffers = [b.clone() for b in self.G.buffers()]  # BatchNorm statistics
@@ -147,7 +155,8 @@ class Trainer:
                 reals = torch.where(flips[rows].view(-1, 1, 1, 1).to(info.device),
                                     reals.flip(3), reals)
             reals = reals.contiguous(memory_format=torch.channels_last)
-            losses = self._losses(reals, z_all[rows].to(info.device), offset, regularize)
+            losses = self._losses(reals, z_all[rows].to(info.device), offset, regularize,
+                                  step_seed)
             finite &= bool(torch.isfinite(losses["G/loss"]) & torch.isfinite(losses["D/loss"]))
             self.scaler.scale(losses["G/loss"] / self.accum).backward(inputs=g_params,
                                                                        retain_graph=True)
@@ -273,7 +282,29 @@ class Trainer:
         return path
 
     def _evaluate(self, writer: Any) -> None:
-        raise NotImplementedError  # replaced when the evaluation module is wired in
+        """FID/KID of the sampling generator against the training data (statistics cached in
+        the run directory); a new best FID gets a checkpoint that pruning keeps."""
+        from hitgan.metrics.evaluate import append_jsonl, evaluate, load_reference
+        from hitgan.metrics.features import InceptionExtractor
+
+        if self._reference is None:
+            self._extractor = InceptionExtractor()
+            crop = "center" if self.cfg.crop == "random" else self.cfg.crop
+            self._reference, _ = load_reference(
+                self.cfg.data, Preprocess(self.cfg.resolution, crop, self.cfg.crop_proportion),
+                self._extractor, cache_dir=self.run_dir / "stats-cache")
+        result = evaluate(self.sampling_generator(), self._reference, ("fid", "kid"),
+                          self.cfg.eval_samples, seed=self.cfg.seed, extractor=self._extractor,
+                          progress=self.progress)
+        fid = next(v for k, v in result.results.items() if k.startswith("fid"))
+        if self.info.is_main:
+            append_jsonl(self.run_dir / "metrics.jsonl", result.record(step=self.step))
+            if writer is not None:
+                for k, v in result.results.items():
+                    writer.add_scalar(f"metrics/{k}", v, self.step)
+        if fid < self.best_fid:
+            self.best_fid, self.best_step = fid, self.step
+            self.save_checkpoint()
 
     # ---- checkpoints --------------------------------------------------------------------
     def _run_record(self) -> dict[str, Any]:
