@@ -81,6 +81,14 @@ def _load_generator(args: argparse.Namespace) -> torch.nn.Module:
     from hitgan.models.io import from_pretrained
 
     if args.model:
+        if not (Path(args.model) / "config.json").exists() or (
+                Path(args.model) / "checkpoints").is_dir():
+            from hitgan.training.checkpoint import load_generator
+
+            model = load_generator(args.model)  # a training checkpoint or run: G_ema
+            if args.bn_recalibrate:
+                model.recalibrate_batchnorm(args.bn_recalibrate)
+            return model
         model = from_pretrained(args.model)
         if not isinstance(model, HiTGenerator):
             raise ValueError(f"--model {args.model}: holds a {type(model).__name__}, "
@@ -301,6 +309,13 @@ def _add_common_eval_args(p: argparse.ArgumentParser, batch: int) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _recalibrate_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bn-recalibrate", type=int, default=4, metavar="BATCHES",
+                   help="training checkpoints: recompute G_ema's BatchNorm statistics over this "
+                   "many random batches first, as the trainer does for samples and FID (0 = "
+                   "keep the moving averages, as the official code)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hitgan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("generate", help="images for given seeds and a grid; interpolations")
-    p.add_argument("--model", help="directory written by save_pretrained (a generator)")
+    p.add_argument("--model", help="a generator from save_pretrained, a training checkpoint "
+                   "directory, or a run directory (its newest checkpoint; G_ema)")
+    _recalibrate_arg(p)
     p.add_argument("--preset", default="hit-tiny-32", choices=sorted(PRESETS),
                    help="without --model: sample a randomly initialised preset")
     p.add_argument("--init-seed", type=int, default=0)
@@ -340,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("eval", help="FID/KID/precision-recall of a generator")
-    p.add_argument("--model", required=True, help="directory written by save_pretrained")
+    p.add_argument("--model", required=True, help="a generator from save_pretrained, a "
+                   "training checkpoint directory, or a run directory (newest checkpoint; G_ema)")
+    _recalibrate_arg(p)
     p.add_argument("--reference", required=True,
                    help="a .npz from `hitgan stats`, or a dataset (statistics cached)")
     p.add_argument("--metrics", default="fid", help=f"comma-separated, of {sorted(METRIC_KINDS)}")

@@ -240,3 +240,17 @@ def test_periodic_fid_keeps_the_best_checkpoint(tmp_path):
     assert trainer.best_step == 1 + fids.index(min(fids)) and trainer.best_fid == min(fids)
     kept = {p.name for p in checkpoint.checkpoint_dir(cfg.out).iterdir()}
     assert f"step-{trainer.best_step:08d}" in kept and "step-00000002" in kept
+
+
+def test_generate_from_a_run_directory_and_a_checkpoint(tmp_path, capsys):
+    from hitgan.cli import main
+
+    cfg = _cfg(tmp_path, steps=2, checkpoint_every=1, keep_checkpoints=2)
+    Trainer(cfg, progress=False).run()
+    assert main(["generate", "--model", cfg.out, "--seeds", "0-1", "--out",
+                 str(tmp_path / "a")]) == 0
+    step1 = checkpoint.checkpoint_dir(cfg.out) / "step-00000001"
+    assert main(["generate", "--model", str(step1), "--seeds", "0-1", "--bn-recalibrate", "0",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert main(["generate", "--model", str(tmp_path), "--out", str(tmp_path / "c")]) == 1
+    assert "neither a checkpoint nor a run directory" in capsys.readouterr().err

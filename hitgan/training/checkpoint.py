@@ -16,6 +16,10 @@ import os
 import shutil
 from pathlib import Path
 
+from hitgan.models.config import GeneratorConfig
+from hitgan.models.generator import HiTGenerator
+from hitgan.models.io import load_state_checked, weights_from_bytes
+
 log = logging.getLogger(__name__)
 
 PREFIX = "step-"
@@ -122,3 +126,22 @@ def latest_valid(run_dir: Path) -> tuple[Path, dict[str, bytes]] | None:
         except CheckpointError as e:
             log.warning("skipping checkpoint: %s", e)
     return None
+
+
+def load_generator(path: str | os.PathLike[str], which: str = "G_ema") -> HiTGenerator:
+    """The generator of a checkpoint directory, or of the newest valid checkpoint of a run
+    directory. ``which``: "G_ema" (default, what is evaluated) or "G"."""
+    path = Path(path)
+    if (path / MANIFEST).exists():
+        files = verify(path)
+    else:
+        found = latest_valid(path)
+        if found is None:
+            raise CheckpointError(f"{path}: neither a checkpoint nor a run directory with a "
+                                  "valid checkpoint")
+        path, files = found
+    config = GeneratorConfig.from_dict(json.loads(files["state.json"])["generator"])
+    model = HiTGenerator(config)
+    tensors, _ = weights_from_bytes(files[f"{which}.safetensors"], f"{path}/{which}")
+    load_state_checked(model, tensors, f"{path}/{which}.safetensors")
+    return model
