@@ -1,0 +1,48 @@
+"""bench/generator_throughput.py runs end to end on the tiny preset (no timing assertions)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "generator_throughput.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("generator_throughput", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module by name
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_smoke(bench, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rows = bench.main(["--presets", "hit-tiny-32", "--batches", "1", "--repeats", "1",
+                       "--rounds", "1", "--matmul-size", "256", "--json", str(out)])
+    assert [(r.preset, r.batch, r.impl) for r in rows] == [
+        ("hit-tiny-32", 1, "ours fp32"), ("hit-tiny-32", 1, "ours bf16")]
+    assert all(r.images_per_s > 0 and r.gflops > 0 for r in rows)
+    assert rows[0].max_abs_diff is None and rows[1].max_abs_diff is not None
+    printed = capsys.readouterr().out
+    assert "| hit-tiny-32 | 1 | ours bf16 |" in printed
+    assert "ours bf16 / ours fp32" in printed
+    saved = json.loads(out.read_text())
+    assert len(saved["rows"]) == 2 and set(saved["matmul_gflops"]) == {"fp32", "bf16"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--official", "/nowhere"], "go together"),
+    (["--official", "/nowhere", "--tf-python", sys.executable], "no models/generators.py"),
+    (["--presets", "hit-huge"], "unknown"),
+    (["--batches", "0"], "must be >= 1"),
+    (["--freezing"], "needs --compile"),
+])
+def test_bad_options(bench, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+    assert message in capsys.readouterr().err
