@@ -81,6 +81,8 @@ def _load_generator(args: argparse.Namespace) -> torch.nn.Module:
     from hitgan.models.io import from_pretrained
 
     if args.model:
+        if not Path(args.model).is_dir():
+            raise ValueError(f"--model {args.model}: no such directory")
         if not (Path(args.model) / "config.json").exists() or (
                 Path(args.model) / "checkpoints").is_dir():
             from hitgan.training.checkpoint import load_generator

@@ -52,7 +52,7 @@ def test_convert_official_then_generate(tmp_path, reference_path, capsys):
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["generate", "--model", "/nonexistent/model"], "no config.json"),
+    (["generate", "--model", "/nonexistent/model"], "no such directory"),
     (["generate", "--seeds", "x"], "--seeds"),
     (["convert-official", "/nonexistent.npz", "--out", "o"], "/nonexistent.npz"),
     (["generate", "--batch", "0"], "--batch 0"),

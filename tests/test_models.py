@@ -206,3 +206,18 @@ def test_recalibrate_batchnorm_sets_exact_statistics():
                        for z in zs])
     torch.testing.assert_close(G.token_norm.bn.running_mean, x.mean(0), atol=1e-6, rtol=1e-5)
     assert G.token_norm.bn.momentum == 0.01 and not G.training
+
+
+def test_cpu_inference_chunks_do_not_change_the_output(monkeypatch):
+    import hitgan.models.generator as generator_module
+
+    torch.manual_seed(0)
+    G = HiTGenerator(TINY.generator).eval()
+    z = torch.randn(5, TINY.generator.latent_dim)
+    with torch.no_grad():
+        whole = G(z)
+        monkeypatch.setattr(generator_module, "EVAL_CHUNK_BYTES", 1)  # one image per chunk
+        chunked = G(z)
+        one = G(z[3:4])
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(one, whole[3:4], atol=1e-6, rtol=1e-5)

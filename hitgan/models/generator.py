@@ -27,6 +27,8 @@ from hitgan.models.layers import (
     make_norm,
 )
 
+EVAL_CHUNK_BYTES = 32 * 2**20
+
 
 class HiTStage(nn.Module):
     """One resolution of the generator, channels-last (B, S, S, C) in and out."""
@@ -76,7 +78,25 @@ class HiTGenerator(nn.Module):
             for i in range(len(cfg.widths) - 1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, latent_dim) -> images (B, out_channels, R, R), not squashed (no tanh)."""
+        """z (B, latent_dim) -> images (B, out_channels, R, R), not squashed (no tanh).
+
+        CPU inference runs in chunks whose largest activation stays near ``EVAL_CHUNK_BYTES``:
+        the high-resolution MLP stages are memory-bound, and in eval mode (BatchNorm with
+        running statistics) samples are independent, so the function is unchanged.
+        """
+        if not self.training and z.device.type == "cpu":
+            chunk = max(1, EVAL_CHUNK_BYTES // self._activation_bytes_per_image)
+            if z.shape[0] > chunk:
+                return torch.cat([self._forward(c) for c in z.split(chunk)])
+        return self._forward(z)
+
+    @property
+    def _activation_bytes_per_image(self) -> int:
+        cfg = self.config  # the widest tensor: an MLP hidden layer, in fp32
+        return max(s * s * w * cfg.mlp_ratio * 4 for s, w in zip(cfg.grid_sizes, cfg.widths,
+                                                                  strict=True))
+
+    def _forward(self, z: torch.Tensor) -> torch.Tensor:
         b, cfg = z.shape[0], self.config
         # 1. input: the initial grid (NHWC, row-major as the official reshape) and latent tokens
         x = self.to_grid(z).view(b, cfg.initial_size, cfg.initial_size, cfg.widths[0])
