@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/hitgan train --data mnist --preset hit-tiny-32 --out runs/quickstart --steps 100000 \
-    --max-minutes "${MINUTES:-3}" --batch 32 --no-flip --checkpoint-every 200 --sample-every 200
+    --max-minutes "${MINUTES:-3}" --batch 32 --no-flip --workers 1 --checkpoint-every 200 \
+    --sample-every 200
 .venv/bin/hitgan generate --model runs/quickstart --seeds 0-63 --out out/quickstart
