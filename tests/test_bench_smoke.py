@@ -1,26 +1,14 @@
-"""bench/generator_throughput.py runs end to end on the tiny preset (no timing assertions)."""
+"""bench.generator_throughput runs end to end on the tiny preset (no timing assertions)."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "generator_throughput.py"
+from bench import generator_throughput as bench
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("generator_throughput", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
-
-
-def test_smoke(bench, tmp_path, capsys):
+def test_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rows = bench.main(["--presets", "hit-tiny-32", "--batches", "1", "--repeats", "1",
                        "--rounds", "1", "--matmul-size", "256", "--json", str(out)])
@@ -33,6 +21,7 @@ def test_smoke(bench, tmp_path, capsys):
     assert "ours bf16 / ours fp32" in printed
     saved = json.loads(out.read_text())
     assert len(saved["rows"]) == 2 and set(saved["matmul_gflops"]) == {"fp32", "bf16"}
+    assert saved["machine"]["malloc_cache"] in (True, False)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -42,7 +31,7 @@ def test_smoke(bench, tmp_path, capsys):
     (["--batches", "0"], "must be >= 1"),
     (["--freezing"], "needs --compile"),
 ])
-def test_bad_options(bench, capsys, argv, message):
+def test_bad_options(capsys, argv, message):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
     assert message in capsys.readouterr().err

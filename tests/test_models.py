@@ -221,3 +221,52 @@ def test_cpu_inference_chunks_do_not_change_the_output(monkeypatch):
         one = G(z[3:4])
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(one, whole[3:4], atol=1e-6, rtol=1e-5)
+
+
+def test_mlp_row_chunks_are_the_same_function(monkeypatch):
+    """fc1 -> GELU -> fc2 over row chunks: outputs, input and weight gradients, BN statistics."""
+    import hitgan.models.layers as layers
+
+    def run():
+        torch.manual_seed(0)
+        block = layers.MLPBlock(16, "batch")
+        x = torch.randn(2, 8, 8, 16, requires_grad=True)
+        y = block(x)
+        y.square().sum().backward()
+        return y, x.grad, block.fc1.weight.grad, block.norm.bn.running_var
+
+    whole = run()
+    monkeypatch.setattr(layers, "MLP_CHUNK_ELEMENTS", 64 * 7)  # 7 rows per chunk, ragged end
+    chunked = run()
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_inference_fn_modes():
+    from hitgan.sampling import inference_fn
+
+    torch.manual_seed(0)
+    G = HiTGenerator(TINY.generator)
+    z = torch.randn(2, TINY.generator.latent_dim)
+    with torch.inference_mode():
+        ref = G.eval()(z)
+        bf16 = inference_fn(G, "bf16")(z)
+    assert not G.training and bf16.dtype == torch.float32
+    assert 0 < (bf16 - ref).abs().max() < 1e-2 * max(1.0, ref.abs().max().item())
+    with pytest.raises(ValueError, match="--precision fp16"):
+        inference_fn(G, "fp16")
+
+
+def test_malloc_caching_applies_once_and_respects_the_environment(monkeypatch):
+    import sys
+
+    from hitgan import runtime
+
+    monkeypatch.setattr(runtime, "_applied", None)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert runtime.cache_large_allocations() is False  # the user's setting wins
+    monkeypatch.setattr(runtime, "_applied", None)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    expected = sys.platform.startswith("linux")
+    assert runtime.cache_large_allocations() is expected
+    assert runtime.cache_large_allocations() is expected

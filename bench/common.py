@@ -1,0 +1,137 @@
+"""Pieces every benchmark shares: the machine's matmul peak, timing, memory, machine info."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from hitgan.runtime import cache_large_allocations
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCK_HINT = "run under `flock /tmp/hitgan-cpu.lock` so nothing else competes for the cores"
+
+
+def matmul_peak(size: int, dtype: torch.dtype, device: str = "cpu",
+                seconds: float = 0.5) -> float:
+    """Dense matmul GFLOP/s: the median of 5 timed batches of size x size products."""
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    a @ b
+    sync()
+    t = time.perf_counter()
+    a @ b
+    sync()
+    n = max(1, int(seconds / 5 / max(time.perf_counter() - t, 1e-6)))
+    rates = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            a @ b
+        sync()
+        rates.append(2 * size**3 * n / (time.perf_counter() - t) / 1e9)
+    return statistics.median(rates)
+
+
+def matmul_peaks(size: int, device: str = "cpu") -> dict[str, float]:
+    return {"fp32": matmul_peak(size, torch.float32, device),
+            "bf16": matmul_peak(size, torch.bfloat16, device)}
+
+
+def timed(fn: Callable[[], object], repeats: int, device: str = "cpu"
+          ) -> list[tuple[float, float]]:
+    """(wall seconds, process CPU seconds / wall seconds) of ``repeats`` calls."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    out = []
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        sync()
+        wall = time.perf_counter() - t
+        out.append((wall, (time.process_time() - c) / wall))
+    return out
+
+
+def reset_peak_memory(device: str = "cpu") -> None:
+    """Start a new peak: the CUDA allocator's, or Linux's VmHWM (``clear_refs`` 5)."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_memory_bytes(device: str = "cpu") -> int | None:
+    """Peak CUDA memory allocated, or the process's peak resident set (VmHWM) since the last
+    reset; None where neither is available."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device)
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _revision() -> str:
+    """The hitgan checkout's commit, ``+dirty`` when hitgan/ has uncommitted changes."""
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "hitgan"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def machine_info(device: str = "cpu") -> dict[str, object]:
+    model = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                     model)
+    info: dict[str, object] = {
+        "hitgan": _revision(), "cpu": model, "cpus": os.cpu_count(),
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "device": device,
+        "env": {k: v for k, v in os.environ.items()
+                if k.startswith(("MALLOC_", "OMP_", "KMP_", "DNNL_", "ONEDNN_"))
+                or k == "LD_PRELOAD"}}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def describe(info: dict[str, object]) -> str:
+    """One line naming the code, machine and settings of a run."""
+    return (f"hitgan {info['hitgan']}; machine: {info['cpu']}, {info['cpus']} CPUs"
+            + (f", {info['gpu']}" if "gpu" in info else "")
+            + f"; torch {info['torch']} ({info['torch_threads']} threads)"
+            + f"; malloc caching {'on' if info.get('malloc_cache') else 'off'}"
+            + (f"; tensorflow {info['tensorflow']}" if "tensorflow" in info else "")
+            + (f"; env {info['env']}" if info["env"] else ""))
+
+
+def setup_process(malloc_cache: bool) -> bool:
+    """Apply the allocator setting the ``hitgan`` command applies (hitgan/runtime.py)."""
+    return cache_large_allocations() if malloc_cache else False
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fail(message: str) -> None:
+    """Exit with a one-line error (bad options found after parsing)."""
+    print(f"bench: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

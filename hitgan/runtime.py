@@ -1,0 +1,44 @@
+"""Process-wide settings the ``hitgan`` command applies at start-up (never on import).
+
+glibc's malloc serves blocks above its mmap threshold (at most 32 MiB by default) with a fresh
+``mmap`` and returns them with ``munmap`` on free. The high-resolution MLP stages create and free
+activations of hundreds of MiB per block, so with the defaults every forward page-faults through
+gigabytes of new memory; on a 2-vCPU machine that was a third of the CPU time of a hit-b-128
+forward (docs/performance.md). Raising both thresholds makes malloc keep and reuse that memory,
+as caching allocators (TensorFlow's BFC, PyTorch's CUDA allocator) do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters from glibc's malloc.h
+KEEP_BYTES = 1 << 30
+_applied: bool | None = None
+
+
+def cache_large_allocations() -> bool:
+    """Make glibc malloc keep freed blocks of up to 1 GiB for reuse. Returns whether it applied.
+
+    A no-op (False) off Linux/glibc, and when the user set ``MALLOC_MMAP_THRESHOLD_`` or
+    ``MALLOC_TRIM_THRESHOLD_`` (their choice wins). The cost: memory freed by the process is
+    kept for reuse instead of being returned to the OS, so peak RSS stays reserved.
+    """
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if not sys.platform.startswith("linux") or any(
+            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    _applied = bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(
+        mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
+    return _applied
