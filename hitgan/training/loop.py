@@ -135,7 +135,11 @@ class Trainer:
         out["D/loss"] = d_total
         return out
 
-    def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
+    def accumulate_gradients(self, micro_batches: list[torch.Tensor]
+                             ) -> tuple[dict[str, float], bool]:
+        """Draw the step's latents, flips and augmentation seed, and accumulate G's and D's
+        gradients over the micro-batches. Returns this process's losses and whether they were
+        finite; updates nothing but the gradients (and BatchNorm statistics)."""
         cfg, info = self.cfg, self.info
         self.G.train()
         self.D.train()
@@ -144,7 +148,6 @@ class Trainer:
         step_seed = int(torch.randint(0, 2**62, (1,), generator=self.gen))  # augmentations
         regularize = cfg.penalty != "none" and self.step % cfg.penalty_every == 0
         g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
-        saved_buffers = [b.clone() for b in self.G.buffers()]  # BatchNorm statistics
         stats: dict[str, float] = defaultdict(float)
         finite = True
         for a, reals in enumerate(micro_batches):
@@ -163,6 +166,13 @@ class Trainer:
             self.scaler.scale(losses["D/loss"] / self.accum).backward(inputs=d_params)
             for k, v in losses.items():
                 stats[k] += v.item() / self.accum
+        return stats, finite
+
+    def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
+        cfg, info = self.cfg, self.info
+        g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
+        saved_buffers = [b.clone() for b in self.G.buffers()]  # BatchNorm statistics
+        stats, finite = self.accumulate_gradients(micro_batches)
         average_gradients(g_params, info.world)
         average_gradients(d_params, info.world)
         stats = _mean_over_processes(stats, info)
