@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
@@ -135,3 +136,26 @@ def fail(message: str) -> None:
     """Exit with a one-line error (bad options found after parsing)."""
     print(f"bench: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def add_machine_options(p: argparse.ArgumentParser, device: bool = True) -> None:
+    """The options every timing benchmark shares."""
+    p.add_argument("--matmul-size", type=int, default=2048,
+                   help="side of the dense matmuls that measure the machine's peak GFLOP/s")
+    if device:
+        p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    p.add_argument("--no-malloc-cache", action="store_true",
+                   help="keep glibc's default allocator settings (see hitgan/runtime.py)")
+
+
+def check_machine_options(p: argparse.ArgumentParser, args: argparse.Namespace,
+                          counts: tuple[str, ...] = ()) -> None:
+    """Refuse counts below 1 (``counts`` plus --matmul-size) and an unusable --device."""
+    for opt in (*counts, "matmul_size"):
+        if getattr(args, opt) < 1:
+            p.error(f"--{opt.replace('_', '-')} {getattr(args, opt)}: must be >= 1")
+    device = getattr(args, "device", "cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        p.error(f"--device {device}: use cpu or cuda[:i]")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {device}: CUDA is not available here")

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 
 from bench.common import (
+    add_machine_options,
+    check_machine_options,
     describe,
     machine_info,
     markdown_table,
@@ -171,21 +173,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="add torch.compile rows")
     p.add_argument("--freezing", action="store_true",
                    help="with --compile: torch._inductor.config.freezing = True")
-    p.add_argument("--matmul-size", type=int, default=2048, help="side of the peak matmuls")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
-    p.add_argument("--no-malloc-cache", action="store_true",
-                   help="keep glibc's default allocator settings (see hitgan/runtime.py)")
+    add_machine_options(p)
     add_options(p)
     p.add_argument("--json", help="also write the rows and machine info here")
     args = p.parse_args(argv)
     check_options(p, args)
     if args.freezing and not args.compile:
         p.error("--freezing needs --compile")
-    for opt in ("repeats", "rounds", "matmul_size"):
-        if getattr(args, opt) < 1:
-            p.error(f"--{opt.replace('_', '-')} must be >= 1")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available here")
+    check_machine_options(p, args, ("repeats", "rounds"))
     args.presets = [n.strip() for n in args.presets.split(",")]
     try:
         for name in args.presets:
