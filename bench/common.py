@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import os
 import platform
 import statistics
@@ -75,9 +78,14 @@ def peak_memory_bytes(device: str = "cpu") -> int | None:
     reset; None where neither is available."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated(device)
+    return _proc_status_bytes("VmHWM")
+
+
+def _proc_status_bytes(key: str) -> int | None:
+    """A kB field of /proc/self/status (Linux) in bytes; None elsewhere."""
     with contextlib.suppress(OSError), open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     return None
 
@@ -121,9 +129,26 @@ def describe(info: dict[str, object]) -> str:
             + (f"; env {info['env']}" if info["env"] else ""))
 
 
-def setup_process(malloc_cache: bool) -> bool:
-    """Apply the allocator setting the ``hitgan`` command applies (hitgan/runtime.py)."""
-    return cache_large_allocations() if malloc_cache else False
+def start_run(device: str = "cpu", malloc_cache: bool = True) -> dict[str, object]:
+    """Apply the allocator setting the ``hitgan`` command applies (hitgan/runtime.py) when
+    ``malloc_cache``, and describe the run: ``machine_info`` plus whether the setting holds."""
+    applied = cache_large_allocations() if malloc_cache else False
+    return {**machine_info(device), "malloc_cache": applied}
+
+
+def resident_bytes(device: str = "cpu") -> int | None:
+    """Memory held now: CUDA memory allocated, or the process's resident set (VmRSS)."""
+    if device.startswith("cuda"):
+        return torch.cuda.memory_allocated(device)
+    return _proc_status_bytes("VmRSS")
+
+
+def release_memory() -> None:
+    """Collect garbage and hand glibc's free pages back to the OS (``malloc_trim``), so that
+    the next measurement's peak does not stack on memory cached for an earlier one."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

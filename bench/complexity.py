@@ -37,10 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
 import dataclasses
-import gc
 import json
 import statistics
 import sys
@@ -56,12 +53,13 @@ from bench.common import (
     check_machine_options,
     describe,
     fail,
-    machine_info,
     markdown_table,
     matmul_peaks,
     peak_memory_bytes,
+    release_memory,
     reset_peak_memory,
-    setup_process,
+    resident_bytes,
+    start_run,
     timed,
 )
 from hitgan.models.attention import CrossAttention, CrossAttentionBlock
@@ -169,12 +167,6 @@ class Row:
         return None if self.seconds is None else self.flops / self.seconds / 1e9
 
 
-def _release_free_memory() -> None:
-    """Collect garbage and hand glibc's free pages back, so the next peak RSS starts low."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-
 
 def _meminfo_bytes(key: str) -> int | None:
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
@@ -183,13 +175,6 @@ def _meminfo_bytes(key: str) -> int | None:
                 return int(line.split()[1]) * 1024
     return None
 
-
-def _current_rss_bytes() -> int | None:
-    with contextlib.suppress(OSError), open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return None
 
 
 def _measure(model_cls: type[HiTGenerator], cfg: GeneratorConfig, repeats: int, bf16: bool
@@ -204,7 +189,7 @@ def _measure(model_cls: type[HiTGenerator], cfg: GeneratorConfig, repeats: int, 
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             model(z)
 
-    _release_free_memory()  # drop the initialisers' temporaries before the peak starts
+    release_memory()  # drop the initialisers' temporaries before the peak starts
     reset_peak_memory()
     ((warm, _),) = timed(forward, 1)
     n = max(1, min(repeats, int(REPEAT_BUDGET_S / warm)))
@@ -242,7 +227,7 @@ def bench_size(resolution: int, model: str, previous: Row | None, args: argparse
     print(f"{resolution} px {model}: running ({len(cfg.widths)} stages)", file=sys.stderr,
           flush=True)
     seconds, samples, peak = _measure(MODELS[model], cfg, args.repeats, args.dtype == "bf16")
-    _release_free_memory()  # the model is gone; keep its memory out of the next peak
+    release_memory()  # the model is gone; keep its memory out of the next peak
     return Row(resolution, model, params, flops, flops / pixels, seconds, seconds / pixels * 1e9,
                samples, None if peak is None else peak / MIB)
 
@@ -360,16 +345,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[Row]:
     """Run the benchmark, print the table and ratios; returns the rows."""
     args = parse_args(argv)
-    info = machine_info()
-    info["malloc_cache"] = setup_process(not args.no_malloc_cache)
+    info = start_run(malloc_cache=not args.no_malloc_cache)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             fail("--plot needs matplotlib (pip install -e '.[dev]')")
     peaks = matmul_peaks(args.matmul_size)
-    _release_free_memory()
-    idle = _current_rss_bytes()
+    release_memory()
+    idle = resident_bytes()
     available = _meminfo_bytes("MemAvailable")
     rows: list[Row] = []
     for resolution in args.resolutions:

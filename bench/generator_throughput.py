@@ -30,12 +30,11 @@ from bench.common import (
     add_machine_options,
     check_machine_options,
     describe,
-    machine_info,
     markdown_table,
     matmul_peaks,
     peak_memory_bytes,
     reset_peak_memory,
-    setup_process,
+    start_run,
     timed,
 )
 from bench.official import OFFICIAL_SIZES, OfficialWorker, add_options, check_options
@@ -196,8 +195,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[Row]:
     """Run the benchmark, print the table and ratios; returns the rows."""
     args = parse_args(argv)
-    info = machine_info(args.device)
-    info["malloc_cache"] = setup_process(not args.no_malloc_cache)
+    info = start_run(args.device, not args.no_malloc_cache)
     if args.freezing:
         import torch._inductor.config as inductor_config
 

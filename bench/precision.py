@@ -52,10 +52,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.common import LOCK_HINT, describe, fail, machine_info, markdown_table, setup_process
+from bench.common import LOCK_HINT, describe, fail, markdown_table, start_run
 from hitgan.models.config import PRESETS
 from hitgan.training.config import build_config
-from hitgan.training.loop import Trainer
+from hitgan.training.loop import Trainer, grad_norm
 
 MODES: dict[str, tuple[str, bool]] = {  # name -> (TrainConfig precision, compile)
     "fp32": ("fp32", False),
@@ -122,12 +122,6 @@ class CosineSummary:
 
 
 # ---- the teacher-forced step ---------------------------------------------------------------
-def _grad_norm(params: list[torch.nn.Parameter]) -> float:
-    """As train_step computes it (the norm of the per-tensor norms), so fp32 replays exactly."""
-    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-    return float(torch.stack(norms).norm()) if norms else 0.0
-
-
 def _flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
     return torch.cat([p.grad.detach().double().flatten() if p.grad is not None
                       else torch.zeros(p.numel(), dtype=torch.float64) for p in params])
@@ -160,8 +154,8 @@ def forced_step(trainer: Trainer, micro: list[torch.Tensor], precision: str,
         for p in g_params + d_params:
             p.grad = None
         stats, _ = trainer.accumulate_gradients(micro)
-        stats["G/grad_norm"] = _grad_norm(g_params)
-        stats["D/grad_norm"] = _grad_norm(d_params)
+        stats["G/grad_norm"] = grad_norm(g_params)
+        stats["D/grad_norm"] = grad_norm(d_params)
         return dict(stats), _flat_grad(g_params), _flat_grad(d_params)
     finally:
         trainer.cfg, trainer.G_step, training = saved
@@ -532,9 +526,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, ModeRun]:
     """Train every mode, print the tables and verdicts; returns the runs by mode."""
     args = parse_args(argv)
-    malloc_cache = setup_process(args.malloc_cache)
-    info = machine_info()
-    info["malloc_cache"] = malloc_cache
+    info = start_run(malloc_cache=args.malloc_cache)
     print(describe(info))
     print(f"{args.preset} on {args.data}: {args.steps} steps at batch {args.batch}, seed "
           f"{args.seed}{', bCR' if args.bcr else ''}; {LOCK_HINT}", file=sys.stderr)

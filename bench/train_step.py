@@ -18,9 +18,6 @@ the medians over all rounds reported.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import json
 import statistics
 import sys
@@ -38,12 +35,13 @@ from bench.common import (
     add_machine_options,
     check_machine_options,
     describe,
-    machine_info,
     markdown_table,
     matmul_peaks,
     peak_memory_bytes,
+    release_memory,
     reset_peak_memory,
-    setup_process,
+    resident_bytes,
+    start_run,
     timed,
 )
 from bench.official import OFFICIAL_SIZES, OfficialWorker, add_options, check_options
@@ -121,15 +119,6 @@ def _losses(stats: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in stats.items() if "loss" in k or k in ("D/r1", "D/bcr")}
 
 
-def _resident_bytes(device: str) -> int | None:
-    if device.startswith("cuda"):
-        return torch.cuda.memory_allocated(device)
-    try:
-        with open("/proc/self/status") as f:
-            return next((int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmRSS:")), None)
-    except OSError:
-        return None
-
 
 @dataclass
 class _Case:
@@ -151,7 +140,7 @@ class _Case:
         if self.trainer is not None:
             trainer = self.trainer
             reset_peak_memory(device)
-            resident = _resident_bytes(device)
+            resident = resident_bytes(device)
             self.times += timed(lambda: trainer.train_step([reals]), repeats, device)
             peak = peak_memory_bytes(device)
         else:
@@ -173,13 +162,6 @@ def official_settings(trainer: Trainer) -> dict[str, Any]:
             "channel_multiplier": d.channel_multiplier, "blur_resample": d.blur_resample,
             "augment": cfg.augment, "ema_decay": cfg.ema_decay}
 
-
-def release_memory() -> None:
-    """Hand memory freed by dropped models back to the OS (glibc ``malloc_trim``), so that the
-    next variant does not stack on this one's cached heap."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _setup_variant(name: str, variant: str, args: argparse.Namespace, reals: torch.Tensor,
@@ -340,8 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[Row]:
     """Run the benchmark, print the table, notes and ratios; returns the rows."""
     args = parse_args(argv)
-    info = machine_info(args.device)
-    info["malloc_cache"] = setup_process(not args.no_malloc_cache)
+    info = start_run(args.device, not args.no_malloc_cache)
     peaks = matmul_peaks(args.matmul_size, args.device)
     official = [n for n in args.presets
                 if get_preset(n).generator.resolution in OFFICIAL_SIZES]

@@ -176,8 +176,8 @@ class Trainer:
         average_gradients(g_params, info.world)
         average_gradients(d_params, info.world)
         stats = _mean_over_processes(stats, info)
-        stats["G/grad_norm"] = _grad_norm(g_params)
-        stats["D/grad_norm"] = _grad_norm(d_params)
+        stats["G/grad_norm"] = grad_norm(g_params)
+        stats["D/grad_norm"] = grad_norm(d_params)
         if cfg.precision != "fp16":  # fp16: the grad scaler skips inf gradients itself
             finite &= math.isfinite(stats["G/grad_norm"] + stats["D/grad_norm"])
         self.step += 1
@@ -394,7 +394,8 @@ def _mean_over_processes(stats: dict[str, float], info: DistInfo) -> dict[str, f
     return dict(zip(keys, (values / info.world).tolist(), strict=True))
 
 
-def _grad_norm(params: list[torch.Tensor]) -> float:
+def grad_norm(params: list[torch.Tensor]) -> float:
+    """The norm of the per-tensor gradient norms (what the step logs as G/ and D/grad_norm)."""
     grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
     return float(torch.stack(grads).norm()) if grads else 0.0
 
