@@ -73,7 +73,7 @@ def cache_large_allocations() -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 1 << 30)) and bool(libc.mallopt(-1, 1 << 30))
+        return bool(libc.mallopt(-3, 1 << 30)) and bool(libc.mallopt(-1, -1))
     except (OSError, AttributeError):
         return False
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hitgan.models.config import DiscriminatorConfig
+from hitgan.models.gradfix import blur_downsample, conv2d
 
 SLOPE = 0.2
 
@@ -35,7 +36,7 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight * self.scale if self.equalized else self.weight
-        return self._conv_forward(x, w, self.bias)
+        return conv2d(x, w, self.bias)
 
 
 class Dense(nn.Linear):
@@ -69,7 +70,7 @@ class BlurDownsample(nn.Module):
         self.register_buffer("kernel", kernel, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.kernel.to(x.dtype), stride=2, padding=1, groups=x.shape[1])
+        return blur_downsample(x, self.kernel)  # (B, C, H, W) -> (B, C, H/2, W/2)
 
 
 def _downsample(channels: int, blur: bool) -> nn.Module:
