@@ -18,16 +18,19 @@ the medians over all rounds reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
@@ -45,15 +48,18 @@ from bench.common import (
     timed,
 )
 from bench.official import OFFICIAL_SIZES, OfficialWorker, add_options, check_options
+from hitgan.models import discriminator
 from hitgan.models.config import get_preset
 from hitgan.training.config import build_config
 from hitgan.training.distributed import DistInfo
 from hitgan.training.loop import Trainer
 
-# mode -> (Trainer precision, Trainer compile)
-MODES: dict[str, tuple[str, bool]] = {"fp32": ("fp32", False), "bf16": ("bf16", False),
-                                      "compile": ("fp32", True),
-                                      "compile-bf16": ("bf16", True)}
+# mode -> (Trainer precision, Trainer compile, D through autograd's own convolution backward)
+MODES: dict[str, tuple[str, bool, bool]] = {
+    "fp32": ("fp32", False, False), "bf16": ("bf16", False, False),
+    "compile": ("fp32", True, False), "compile-bf16": ("bf16", True, False),
+    "fp32-autograd-d": ("fp32", False, True), "bf16-autograd-d": ("bf16", False, True)}
+AUTOGRAD_D = "autograd-D"  # impl suffix of the *-autograd-d modes
 VARIANTS = {"off": ("R1",), "on": ("R1+bCR",), "both": ("R1", "R1+bCR")}
 OFFICIAL = "official tf"
 
@@ -108,7 +114,7 @@ def make_trainer(preset: str, batch: int, mode: str, bcr: bool, device: str,
                  out: str) -> Trainer:
     """The real Trainer in the official recipe: R1 cost 10 every step, Adam(0, 0.99), EMA
     averaging from the first step (the official steady state; it starts at step 10)."""
-    precision, compile_ = MODES[mode]
+    precision, compile_, _ = MODES[mode]
     cfg = build_config({"preset": preset, "batch": batch, "precision": precision,
                         "compile": compile_, "bcr": bcr, "penalty": "r1", "penalty_every": 1,
                         "ema_start": 0, "data": "mnist", "out": out, "workers": 0})
@@ -120,6 +126,24 @@ def _losses(stats: dict[str, float]) -> dict[str, float]:
 
 
 
+@contextlib.contextmanager
+def autograd_discriminator_ops(enabled: bool = True) -> Iterator[None]:
+    """D with F.conv2d for its convolutions and blur, so that autograd's generic double
+    backward differentiates R1 (what hitgan did before hitgan/models/gradfix.py): the A/B of
+    that change in one run. Same function; only the backward passes differ."""
+    if not enabled:
+        yield
+        return
+    saved = discriminator.conv2d, discriminator.blur_downsample
+    discriminator.conv2d = lambda x, w, b: F.conv2d(x, w, b, padding=w.shape[-1] // 2)
+    discriminator.blur_downsample = lambda x, k: F.conv2d(x, k.to(x.dtype), stride=2, padding=1,
+                                                          groups=x.shape[1])
+    try:
+        yield
+    finally:
+        discriminator.conv2d, discriminator.blur_downsample = saved
+
+
 @dataclass
 class _Case:
     """One row under measurement: ours (a trainer) or the official step (a worker request)."""
@@ -127,6 +151,7 @@ class _Case:
     variant: str
     note: str
     trainer: Trainer | None = None
+    autograd_d: bool = False  # run the trainer under autograd_discriminator_ops
     request: dict[str, Any] | None = None
     loss_diff: float | None = None
     first_losses: dict[str, float] = field(default_factory=dict)
@@ -141,7 +166,8 @@ class _Case:
             trainer = self.trainer
             reset_peak_memory(device)
             resident = resident_bytes(device)
-            self.times += timed(lambda: trainer.train_step([reals]), repeats, device)
+            with autograd_discriminator_ops(self.autograd_d):
+                self.times += timed(lambda: trainer.train_step([reals]), repeats, device)
             peak = peak_memory_bytes(device)
         else:
             assert worker is not None and self.request is not None
@@ -173,23 +199,27 @@ def _setup_variant(name: str, variant: str, args: argparse.Namespace, reals: tor
     with StepFlops() as counter:  # the first step: FLOPs and the reference losses
         ref_losses = _losses(reference.train_step([reals]))
     for mode in args.modes:
-        if mode == "fp32":
-            trainer, first = reference, ref_losses
-        else:  # the same seed: the same weights, latents and augmentations
-            trainer = make_trainer(name, batch, mode, bcr, dev, workdir)
-            first = _losses(trainer.train_step([reals]))  # compiles in compile modes
-        for _ in range(args.warmup - 1):
-            trainer.train_step([reals])
-        precision, compile_ = MODES[mode]
+        precision, compile_, autograd_d = MODES[mode]
+        with autograd_discriminator_ops(autograd_d):
+            if mode == "fp32":
+                trainer, first = reference, ref_losses
+            else:  # the same seed: the same weights, latents and augmentations
+                trainer = make_trainer(name, batch, mode, bcr, dev, workdir)
+                first = _losses(trainer.train_step([reals]))  # compiles in compile modes
+            for _ in range(args.warmup - 1):
+                trainer.train_step([reals])
         note = ("torch.compile G, " if compile_ else "eager, ") + (
             "autocast bf16, fp32 weights" if precision == "bf16" else "fp32")
+        if autograd_d:
+            note += ", D by autograd's own convolution double backward"
         diff = None
         if mode != "fp32":
             diff = max(abs(first[k] - ref_losses[k]) for k in ref_losses)
             note += f"; first-step losses vs fp32: max abs diff {diff:.1e}"
-        impl = "ours " + ("compile " if compile_ else "") + precision
-        cases.append(_Case(impl, variant, note, trainer=trainer, loss_diff=diff,
-                           first_losses=first))
+        impl = "ours " + ("compile " if compile_ else "") + precision + (
+            f" {AUTOGRAD_D}" if autograd_d else "")
+        cases.append(_Case(impl, variant, note, trainer=trainer, autograd_d=autograd_d,
+                           loss_diff=diff, first_losses=first))
         _progress(f"{name} batch {batch} {variant}: {impl} ready")
     if worker is not None:
         request = {"size": reals.shape[-1], "batch": batch, "bcr": bcr}
@@ -225,7 +255,7 @@ def bench_preset(name: str, args: argparse.Namespace, peaks: dict[str, float],
         gflop = flops / 1e9
         for c in cases:
             sec = statistics.median(w for w, _ in c.times)
-            peak = peaks["bf16" if c.impl.endswith("bf16") else "fp32"]
+            peak = peaks["bf16" if "bf16" in c.impl else "fp32"]
             rows.append(Row(name, batch, c.impl, c.variant, sec, len(c.times), batch / sec,
                             gflop, gflop / sec, gflop / sec / peak,
                             None if c.peak is None else c.peak / 2**20,
@@ -241,7 +271,8 @@ def bench_preset(name: str, args: argparse.Namespace, peaks: dict[str, float],
 
 RATIOS = (("ours fp32", OFFICIAL), ("ours bf16", OFFICIAL), ("ours compile fp32", OFFICIAL),
           ("ours compile bf16", OFFICIAL), ("ours bf16", "ours fp32"),
-          ("ours compile fp32", "ours fp32"), ("ours compile bf16", "ours fp32"))
+          ("ours compile fp32", "ours fp32"), ("ours compile bf16", "ours fp32"),
+          ("ours fp32", f"ours fp32 {AUTOGRAD_D}"), ("ours bf16", f"ours bf16 {AUTOGRAD_D}"))
 
 
 def ratios(rows: list[Row]) -> list[str]:
@@ -293,7 +324,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8, help="images per step")
     p.add_argument("--modes", default="fp32,bf16",
                    help=f"comma list of {', '.join(MODES)} (compile: the Trainer's torch.compile"
-                        " of G; bf16: autocast with fp32 master weights)")
+                        " of G; bf16: autocast with fp32 master weights; *-autograd-d: D "
+                        "differentiated by autograd's generic convolution double backward, the"
+                        " A/B of hitgan/models/gradfix.py)")
     p.add_argument("--bcr", choices=tuple(VARIANTS), default="both",
                    help="time the step without bCR (off), with it (on) or both (default)")
     p.add_argument("--repeats", type=int, default=2, help="timed steps per round")

@@ -43,6 +43,21 @@ def test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert saved["notes"] and saved["ratios"] and "malloc_cache" in saved["machine"]
 
 
+def test_autograd_d_mode_is_the_same_step(capsys: pytest.CaptureFixture[str]) -> None:
+    """The A/B of hitgan/models/gradfix.py: the same losses as with autograd's own convolution
+    backward, and the ratio printed; the patch is undone after the run."""
+    from hitgan.models import discriminator, gradfix
+
+    rows = train_step.main(["--presets", "hit-tiny-32", "--batch", "2", "--repeats", "1",
+                            "--rounds", "1", "--warmup", "1", "--matmul-size", "128",
+                            "--bcr", "off", "--modes", "fp32,fp32-autograd-d"])
+    assert [r.impl for r in rows] == ["ours fp32", "ours fp32 autograd-D"]
+    assert rows[1].loss_diff is not None and rows[1].loss_diff < 1e-5
+    assert "ours fp32 / ours fp32 autograd-D" in capsys.readouterr().out
+    assert discriminator.conv2d is gradfix.conv2d
+    assert discriminator.blur_downsample is gradfix.blur_downsample
+
+
 def test_step_flops_count_the_double_backward() -> None:
     """The counter sees R1's double backward: a step costs more than 3x D's forward alone."""
     import torch
