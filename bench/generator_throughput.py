@@ -7,6 +7,9 @@ Run under the shared CPU lock so nothing else competes for the cores, e.g.::
         --presets hit-b-128 --batches 1,8 --compile --freezing \\
         --official /tmp/hitgan-official --tf-python /work/tfenv/bin/python
 
+It also times each of the generator's Linear shapes alone, in fp32 and bf16: the GFLOP/s a
+generator made only of those matrix products could reach, the ceiling for the achieved GFLOP/s.
+
 Ours and the official model are timed in alternating rounds (ours, official, ours, ...) and the
 medians over all rounds are reported. The official model runs in a worker process of the TF
 interpreter (bench/official.py). Both processes get the glibc allocator setting that the
@@ -16,15 +19,18 @@ interpreter (bench/official.py). Both processes get the glibc allocator setting 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from bench.common import (
     add_machine_options,
@@ -81,13 +87,64 @@ def _ours(model: HiTGenerator, z: torch.Tensor, compile_: bool, freezing: bool
     return ours
 
 
+@dataclass
+class Ceiling:
+    """The generator's Linear layers, each shape timed alone on random data."""
+    preset: str
+    batch: int
+    dtype: str  # "fp32" or "bf16"
+    gflop: float  # FLOPs of all Linear calls of one forward, in GFLOP
+    seconds: float  # the sum over shapes of calls x median seconds per call
+    gflops: float  # gflop / seconds: what a generator of only these products could reach
+
+
+def linear_shapes(model: HiTGenerator, z: torch.Tensor) -> Counter[tuple[int, int, int]]:
+    """(rows, in, out) of every Linear call in one forward, with how often it occurs."""
+    shapes: Counter[tuple[int, int, int]] = Counter()
+
+    def record(module: torch.nn.Linear, inputs: tuple[torch.Tensor, ...], _: object) -> None:
+        x = inputs[0]
+        shapes[(x.numel() // x.shape[-1], module.in_features, module.out_features)] += 1
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()
+             if isinstance(m, torch.nn.Linear)]
+    try:
+        with torch.inference_mode():
+            model(z)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def linear_ceiling(name: str, batch: int, shapes: Counter[tuple[int, int, int]],
+                   dtype: torch.dtype, repeats: int, device: str) -> Ceiling:
+    flops = seconds = 0.0
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for (rows, cin, cout), calls in shapes.items():
+            x, w, b = (torch.randn(*shape, generator=gen).to(device, dtype)
+                       for shape in ((rows, cin), (cout, cin), (cout,)))
+            call = functools.partial(F.linear, x, w, b)
+            call()  # warm-up
+            t = statistics.median(wall for wall, _ in timed(call, repeats, device))
+            flops += 2 * rows * cin * cout * calls
+            seconds += t * calls
+    label = "bf16" if dtype == torch.bfloat16 else "fp32"
+    return Ceiling(name, batch, label, flops / 1e9, seconds, flops / seconds / 1e9)
+
+
 def bench_preset(name: str, batch: int, args: argparse.Namespace,
-                 worker: OfficialWorker | None) -> list[Row]:
-    """Rows for one preset and batch; ours and official alternate for ``args.rounds`` rounds."""
+                 worker: OfficialWorker | None) -> tuple[list[Row], list[Ceiling]]:
+    """Rows for one preset and batch, ours and official alternating for ``args.rounds``
+    rounds; and the Linear-layer ceilings."""
     cfg, dev = get_preset(name).generator, args.device
     torch.manual_seed(0)
     model = HiTGenerator(cfg).eval().to(dev)
     z = torch.randn(batch, cfg.latent_dim, generator=torch.Generator().manual_seed(1)).to(dev)
+    shapes = linear_shapes(model, z)
+    ceilings = [linear_ceiling(name, batch, shapes, dtype, max(3, args.repeats), dev)
+                for dtype in (torch.float32, torch.bfloat16)]
     ours = _ours(model, z, args.compile, args.freezing)
     notes = {k: note for k, (_, note) in ours.items()}
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in ours}
@@ -125,7 +182,7 @@ def bench_preset(name: str, batch: int, args: argparse.Namespace,
                         statistics.median(u for _, u in ts),
                         None if peak is None else peak / 2**20, diffs.get(key),
                         scale if key in diffs else None, notes[key]))
-    return rows
+    return rows, ceilings
 
 
 RATIOS = (("ours fp32", "official tf"), ("ours bf16", "official tf"),
@@ -158,6 +215,25 @@ def format_table(rows: list[Row], peaks: dict[str, float]) -> str:
                       diff, "-" if r.peak_mib is None else f"{r.peak_mib:.0f}", r.samples,
                       f"{r.cpu_per_wall:.2f}", r.note])
     return markdown_table(header, table)
+
+
+def format_ceilings(ceilings: list[Ceiling], rows: list[Row], peaks: dict[str, float]
+                    ) -> list[str]:
+    """One line per preset and batch: the ceilings against the peak and the best achieved."""
+    out = []
+    for preset, batch in dict.fromkeys((c.preset, c.batch) for c in ceilings):
+        parts = []
+        for c in (c for c in ceilings if (c.preset, c.batch) == (preset, batch)):
+            same = [r.gflops for r in rows if (r.preset, r.batch) == (preset, batch)
+                    and r.impl.startswith("ours") and (c.dtype == "bf16") == ("bf16" in r.impl)]
+            best = max(same, default=None)
+            part = (f"{c.dtype} {c.gflops:.0f} GFLOP/s ({100 * c.gflops / peaks[c.dtype]:.0f}% "
+                    f"of the {c.dtype} matmul peak)")
+            if best is not None:
+                part += f", best ours {c.dtype} row {100 * best / peaks[c.dtype]:.0f}%"
+            parts.append(part)
+        out.append(f"{preset} batch {batch}: " + "; ".join(parts))
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -202,6 +278,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         inductor_config.freezing = True
     peaks = matmul_peaks(args.matmul_size, args.device)
     rows: list[Row] = []
+    ceilings: list[Ceiling] = []
     with tempfile.TemporaryDirectory(prefix="hitgan-bench-") as tmp:
         threads = torch.get_num_threads()
         worker = (OfficialWorker(args.tf_python, args.official, threads, tmp,
@@ -215,7 +292,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
                         print(f"skip {name} at batch {batch}: batch 1 only on CPU",
                               file=sys.stderr)
                         continue
-                    rows += bench_preset(name, batch, args, worker)
+                    preset_rows, preset_ceilings = bench_preset(name, batch, args, worker)
+                    rows += preset_rows
+                    ceilings += preset_ceilings
         finally:
             if worker is not None:
                 worker.close()
@@ -226,10 +305,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print("\nratios (images/s):")
     for line in ratios(rows):
         print("  " + line)
+    print("\nLinear layers alone (each of the generator's Linear shapes timed in isolation; "
+          "a generator made only of them could reach this):")
+    for line in format_ceilings(ceilings, rows, peaks):
+        print("  " + line)
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"machine": info, "matmul_gflops": peaks, "argv": sys.argv[1:] if argv is None
-             else argv, "rows": [asdict(r) for r in rows]}, indent=2))
+             else argv, "rows": [asdict(r) for r in rows],
+             "linear_ceilings": [asdict(c) for c in ceilings]}, indent=2))
     return rows
 
 

@@ -22,6 +22,31 @@ def test_smoke(tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert len(saved["rows"]) == 2 and set(saved["matmul_gflops"]) == {"fp32", "bf16"}
     assert saved["machine"]["malloc_cache"] in (True, False)
+    ceilings = saved["linear_ceilings"]
+    assert [c["dtype"] for c in ceilings] == ["fp32", "bf16"]
+    assert all(c["gflop"] > 0 and c["gflops"] > 0 for c in ceilings)
+    assert "hit-tiny-32 batch 1: fp32 " in printed and "best ours bf16 row" in printed
+
+
+def test_linear_shapes_cover_every_linear_flop():
+    """The shapes the ceiling times are all of the generator's Linear FLOPs."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hitgan.models.config import get_preset
+    from hitgan.models.generator import HiTGenerator
+
+    cfg = get_preset("hit-tiny-32").generator
+    model = HiTGenerator(cfg).eval()
+    shapes = bench.linear_shapes(model, torch.randn(2, cfg.latent_dim))
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert sum(shapes.values()) >= n_linear  # chunked MLPs call their Linears more than once
+    with FlopCounterMode(display=False) as counter:
+        with torch.inference_mode():
+            model(torch.randn(2, cfg.latent_dim))
+    mm = sum(v for op, v in counter.get_flop_counts()["Global"].items()
+             if "mm" in str(op))
+    assert sum(2 * r * i * o * c for (r, i, o), c in shapes.items()) == mm
 
 
 @pytest.mark.parametrize("argv, message", [
