@@ -41,11 +41,9 @@ def test_linear_shapes_cover_every_linear_flop():
     shapes = bench.linear_shapes(model, torch.randn(2, cfg.latent_dim))
     n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
     assert sum(shapes.values()) >= n_linear  # chunked MLPs call their Linears more than once
-    with FlopCounterMode(display=False) as counter:
-        with torch.inference_mode():
-            model(torch.randn(2, cfg.latent_dim))
-    mm = sum(v for op, v in counter.get_flop_counts()["Global"].items()
-             if "mm" in str(op))
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.randn(2, cfg.latent_dim))
+    mm = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "mm" in str(op))
     assert sum(2 * r * i * o * c for (r, i, o), c in shapes.items()) == mm
 
 
