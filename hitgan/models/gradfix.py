@@ -30,10 +30,10 @@ def _autocast(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
 
 
 def _will_execute(node: Node) -> bool:
-    """Whether this backward pass runs ``node``. A Function cannot see it
-    from ``needs_input_grad``; without this, R1's input gradient and G's backward through D
-    would compute every weight gradient of D and discard it (two of D's ~11 passes per step).
-    The engine query is what torch's own multi-grad hooks use; without it, compute it."""
+    """Whether this backward pass runs ``node``; ``needs_input_grad`` cannot tell. Without
+    this, R1's input gradient and G's backward through D would compute every weight gradient
+    of D and discard it (two of D's ~11 passes per step). The engine query is the one torch's
+    own multi-grad hooks use; where it is missing, every gradient is computed."""
     will_execute = getattr(torch._C, "_will_engine_execute_node", None)
     return will_execute is None or bool(will_execute(node))
 
