@@ -78,12 +78,13 @@ def peak_memory_bytes(device: str = "cpu") -> int | None:
     reset; None where neither is available."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated(device)
-    return _proc_status_bytes("VmHWM")
+    return proc_kb_field("/proc/self/status", "VmHWM")
 
 
-def _proc_status_bytes(key: str) -> int | None:
-    """A kB field of /proc/self/status (Linux) in bytes; None elsewhere."""
-    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+def proc_kb_field(path: str, key: str) -> int | None:
+    """A kB field of a /proc file such as /proc/self/status or /proc/meminfo (Linux), in
+    bytes; None elsewhere."""
+    with contextlib.suppress(OSError), open(path) as f:
         for line in f:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
@@ -140,7 +141,7 @@ def resident_bytes(device: str = "cpu") -> int | None:
     """Memory held now: CUDA memory allocated, or the process's resident set (VmRSS)."""
     if device.startswith("cuda"):
         return torch.cuda.memory_allocated(device)
-    return _proc_status_bytes("VmRSS")
+    return proc_kb_field("/proc/self/status", "VmRSS")
 
 
 def release_memory() -> None:
@@ -155,6 +156,31 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def ratio_lines(groups: dict[str, dict[str, float]], pairs: tuple[tuple[str, str], ...]
+                ) -> list[str]:
+    """``label: a / b = 1.23x; ...`` for each group (label -> {impl: images/s}) and each pair
+    of impls the group has; groups with none are left out."""
+    out = []
+    for label, by in groups.items():
+        parts = [f"{a} / {b} = {by[a] / by[b]:.2f}x" for a, b in pairs if a in by and b in by]
+        if parts:
+            out.append(f"{label}: " + "; ".join(parts))
+    return out
+
+
+def parse_presets(p: argparse.ArgumentParser, text: str) -> list[str]:
+    """A comma-separated ``--presets`` value, every name checked."""
+    from hitgan.models.config import get_preset
+
+    names = [n.strip() for n in text.split(",")]
+    try:
+        for name in names:
+            get_preset(name)
+    except ValueError as e:
+        p.error(f"--presets: {e}")
+    return names
 
 
 def fail(message: str) -> None:

@@ -36,7 +36,6 @@ limit is time, not memory.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import statistics
@@ -56,6 +55,7 @@ from bench.common import (
     markdown_table,
     matmul_peaks,
     peak_memory_bytes,
+    proc_kb_field,
     release_memory,
     reset_peak_memory,
     resident_bytes,
@@ -165,15 +165,6 @@ class Row:
     @property
     def gflops_per_s(self) -> float | None:
         return None if self.seconds is None else self.flops / self.seconds / 1e9
-
-
-
-def _meminfo_bytes(key: str) -> int | None:
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return None
 
 
 
@@ -354,7 +345,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     peaks = matmul_peaks(args.matmul_size)
     release_memory()
     idle = resident_bytes()
-    available = _meminfo_bytes("MemAvailable")
+    available = proc_kb_field("/proc/meminfo", "MemAvailable")
     rows: list[Row] = []
     for resolution in args.resolutions:
         for model in MODELS:

@@ -38,7 +38,9 @@ from bench.common import (
     describe,
     markdown_table,
     matmul_peaks,
+    parse_presets,
     peak_memory_bytes,
+    ratio_lines,
     reset_peak_memory,
     start_run,
     timed,
@@ -193,13 +195,10 @@ RATIOS = (("ours fp32", "official tf"), ("ours bf16", "official tf"),
 
 def ratios(rows: list[Row]) -> list[str]:
     """Images/s ratios per preset and batch: ours vs official, bf16 and compiled vs fp32."""
-    by = {(r.preset, r.batch, r.impl): r.images_per_s for r in rows}
-    out = []
-    for preset, batch in dict.fromkeys((r.preset, r.batch) for r in rows):
-        parts = [f"{a} / {b} = {by[preset, batch, a] / by[preset, batch, b]:.2f}x"
-                 for a, b in RATIOS if (preset, batch, a) in by and (preset, batch, b) in by]
-        out.append(f"{preset} batch {batch}: " + "; ".join(parts))
-    return out
+    groups: dict[str, dict[str, float]] = {}
+    for r in rows:
+        groups.setdefault(f"{r.preset} batch {r.batch}", {})[r.impl] = r.images_per_s
+    return ratio_lines(groups, RATIOS)
 
 
 def format_table(rows: list[Row], peaks: dict[str, float]) -> str:
@@ -256,13 +255,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.freezing and not args.compile:
         p.error("--freezing needs --compile")
     check_machine_options(p, args, ("repeats", "rounds"))
-    args.presets = [n.strip() for n in args.presets.split(",")]
+    args.presets = parse_presets(p, args.presets)
     try:
-        for name in args.presets:
-            get_preset(name)
         args.batches = [int(b) for b in args.batches.split(",")]
     except ValueError as e:
-        p.error(f"--presets/--batches: {e}")
+        p.error(f"--batches: {e}")
     if any(b < 1 for b in args.batches):
         p.error(f"--batches {args.batches}: batch sizes must be >= 1")
     return args

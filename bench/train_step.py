@@ -40,7 +40,9 @@ from bench.common import (
     describe,
     markdown_table,
     matmul_peaks,
+    parse_presets,
     peak_memory_bytes,
+    ratio_lines,
     release_memory,
     reset_peak_memory,
     resident_bytes,
@@ -277,14 +279,10 @@ RATIOS = (("ours fp32", OFFICIAL), ("ours bf16", OFFICIAL), ("ours compile fp32"
 
 def ratios(rows: list[Row]) -> list[str]:
     """Images/s ratios per preset, batch and variant."""
-    by = {(r.preset, r.batch, r.variant, r.impl): r.images_per_s for r in rows}
-    out = []
-    for key in dict.fromkeys((r.preset, r.batch, r.variant) for r in rows):
-        parts = [f"{a} / {b} = {by[(*key, a)] / by[(*key, b)]:.2f}x"
-                 for a, b in RATIOS if (*key, a) in by and (*key, b) in by]
-        if parts:
-            out.append(f"{key[0]} batch {key[1]} {key[2]}: " + "; ".join(parts))
-    return out
+    groups: dict[str, dict[str, float]] = {}
+    for r in rows:
+        groups.setdefault(f"{r.preset} batch {r.batch} {r.variant}", {})[r.impl] = r.images_per_s
+    return ratio_lines(groups, RATIOS)
 
 
 def format_table(rows: list[Row]) -> str:
@@ -343,12 +341,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bad = [m for m in args.modes if m not in MODES]
     if bad or len(set(args.modes)) != len(args.modes):
         p.error(f"--modes {','.join(args.modes)}: use distinct names from {', '.join(MODES)}")
-    args.presets = [n.strip() for n in args.presets.split(",")]
-    try:
-        for name in args.presets:
-            get_preset(name)
-    except ValueError as e:
-        p.error(f"--presets: {e}")
+    args.presets = parse_presets(p, args.presets)
     return args
 
 
@@ -389,15 +382,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print()
     for line in lines:
         print("- " + line)
-    ratio_lines = ratios(rows)
+    ratio_text = ratios(rows)
     print("\nratios (img/s):")
-    for line in ratio_lines:
+    for line in ratio_text:
         print("  " + line)
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"machine": info, "matmul_gflops": peaks,
              "argv": sys.argv[1:] if argv is None else argv, "notes": lines,
-             "ratios": ratio_lines, "rows": [asdict(r) for r in rows]}, indent=2))
+             "ratios": ratio_text, "rows": [asdict(r) for r in rows]}, indent=2))
     return rows
 
 
