@@ -123,6 +123,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     seeds = parse_seeds(args.seeds or "0-15") if args.seeds or not args.interpolate else []
     keys = parse_seeds(args.interpolate) if args.interpolate else []
+    if args.grid < 1:
+        raise ValueError(f"--grid {args.grid}: must be >= 1 (images shown in grid.png)")
     G = _load_generator(args).eval()
     latent = G.config.latent_dim
     forward = inference_fn(G, args.precision, args.compile)
@@ -136,7 +138,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         images = _render(forward, seed_latents(seeds, latent, args.trunc), args.batch)
         for seed, img in zip(seeds, images, strict=True):
             save_image(img, out / f"seed{seed:04d}.png")
-        save_image(make_grid(images), out / "grid.png")
+        save_image(make_grid(images[:args.grid]), out / "grid.png")
     if keys:
         path = interpolation_path(seed_latents(keys, latent, args.trunc), args.frames, args.interp)
         frames = _render(forward, path, args.batch)
@@ -149,7 +151,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
                                    "fps": args.fps}
     record["seconds"] = round(time.perf_counter() - start, 3)
     (out / "generate.json").write_text(json.dumps(record, indent=2) + "\n")
-    done = [f"{len(seeds)} images and grid.png"] if seeds else []
+    shown = f" (the first {args.grid})" if len(seeds) > args.grid else ""
+    done = [f"{len(seeds)} images and grid.png{shown}"] if seeds else []
     if keys:
         done.append(f"{len(frames)} interpolation frames and {video.name}")
     n = len(seeds) + (len(frames) if keys else 0)
@@ -276,19 +279,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     import logging
 
     from hitgan.training.config import TrainConfig, build_config
+    from hitgan.training.distributed import PeerLost, close_distributed, init_distributed
     from hitgan.training.loop import Trainer, TrainingDiverged
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     cfg = build_config(overrides, args.config, args.recipe)
+    info = init_distributed()
     try:
-        result = Trainer(cfg).run()
+        result = Trainer(cfg, info).run()
     except TrainingDiverged as e:
         print(f"hitgan: training stopped: {e}", file=sys.stderr)
         return 3
-    print(f"done: step {result['step']}, run directory {cfg.out}"
-          + (" (stopped by signal, checkpoint saved)" if result["stopped"] else ""))
+    except PeerLost as e:
+        print(f"hitgan: training stopped: {e}", file=sys.stderr)
+        return 4
+    finally:
+        close_distributed()
+    if info.is_main:
+        print(f"done: step {result['step']}, run directory {cfg.out}"
+              + (" (stopped by signal, checkpoint saved)" if result["stopped"] else ""))
     return 0
 
 
@@ -345,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="e.g. 0-63 or 1,5,9 (default 0-15 unless --interpolate)")
     p.add_argument("--trunc", type=float, help="truncation threshold: redraw latent entries "
                    "with |z| > TRUNC (BigGAN), e.g. 0.7; default: untruncated")
+    p.add_argument("--grid", type=int, default=64, metavar="N",
+                   help="grid.png shows the first N images (every image is written alone)")
     p.add_argument("--interpolate", metavar="SEEDS",
                    help="frames along a path through these seeds' latents, e.g. 0,1 or 0,5,9")
     p.add_argument("--frames", type=int, default=30, help="frames per segment, both ends included")
@@ -414,8 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cache_large_allocations()  # a large speed-up of CPU work; see hitgan/runtime.py
-    if getattr(args, "batch", 1) < 1:
-        print(f"hitgan: error: --batch {args.batch}: must be >= 1", file=sys.stderr)
+    batch = getattr(args, "batch", None)  # None for train: the config decides
+    if batch is not None and batch < 1:
+        print(f"hitgan: error: --batch {batch}: must be >= 1", file=sys.stderr)
         return 2
     from hitgan.models.io import WeightsError
 

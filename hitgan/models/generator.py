@@ -122,19 +122,26 @@ class HiTGenerator(nn.Module):
 
         The official code samples with the moving averages kept during training; early in a
         run, or with fast-changing weights, those lag behind and eval-mode samples wash out.
+        The statistics depend on ``seed`` alone, so this is local work: synchronised BatchNorm
+        does not all-reduce here (every process that calls it gets the same numbers, and one
+        process may call it alone, as the trainer's main process does for its sample grids).
         """
-        norms = [m.bn for m in self.modules() if isinstance(m, BatchNormLast)]
+        norms = [m for m in self.modules() if isinstance(m, BatchNormLast)]
         if not norms or batches < 1:
             return self
-        was_training, momenta = self.training, [bn.momentum for bn in norms]
-        for bn in norms:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative average
+        was_training = self.training
+        saved = [(m.sync, m.bn.momentum) for m in norms]
+        for m in norms:
+            m.sync = False
+            m.bn.reset_running_stats()
+            m.bn.momentum = None  # cumulative average
         gen = torch.Generator().manual_seed(seed)
         device = next(self.parameters()).device
         self.train()
-        for _ in range(batches):
-            self(torch.randn(batch_size, self.config.latent_dim, generator=gen).to(device))
-        for bn, m in zip(norms, momenta, strict=True):
-            bn.momentum = m
+        try:
+            for _ in range(batches):
+                self(torch.randn(batch_size, self.config.latent_dim, generator=gen).to(device))
+        finally:
+            for m, (sync, momentum) in zip(norms, saved, strict=True):
+                m.sync, m.bn.momentum = sync, momentum
         return self.train(was_training)

@@ -46,6 +46,28 @@ def init_distributed() -> DistInfo:
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), device=device)
 
 
+class PeerLost(RuntimeError):
+    """A collective failed because another process of the run died or cannot be reached."""
+
+
+PEER_FAILURE_WORDS = ("gloo", "nccl", "connection", "peer", "timed out", "timeout")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` is how a collective reports a dead or unreachable peer: gloo raises a
+    plain RuntimeError ("... Connection reset by peer"), newer backends a ``DistError``."""
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(error, RuntimeError) and any(
+        w in str(error).lower() for w in PEER_FAILURE_WORDS)
+
+
+def close_distributed() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def broadcast_module(module: nn.Module) -> None:
     """Make every process start from rank 0's parameters and buffers."""
     if dist.is_initialized():

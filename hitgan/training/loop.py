@@ -39,11 +39,13 @@ from hitgan.training.augment import diff_augment
 from hitgan.training.config import TrainConfig
 from hitgan.training.distributed import (
     DistInfo,
+    PeerLost,
     StepSampler,
     any_process,
     average_gradients,
     broadcast_module,
     init_distributed,
+    is_peer_failure,
 )
 from hitgan.training.ema import EMA
 from hitgan.training.losses import consistency_loss, d_loss, g_loss, r1_penalty, wgan_gp
@@ -216,8 +218,7 @@ class Trainer:
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM,
                                                                         signal.SIGINT)}
         batches = iter(self.loader())
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress,
-                   unit="step", dynamic_ncols=True)
+        bar = self._progress_bar()
         last_saved, t0, seen0 = self.step, time.perf_counter(), self.step
         try:
             if main and self.step == 0:
@@ -226,10 +227,12 @@ class Trainer:
             while self.step < cfg.steps and not any_process(
                     self.stop_requested or self._out_of_time(t0), self.info.device):
                 stats = self.train_step([next(batches) for _ in range(self.accum)])
-                rate = (self.step - seen0) * cfg.batch / (time.perf_counter() - t0)
-                bar.update(1)
-                bar.set_postfix_str(f"img/s {rate:.1f} G {stats['G/loss']:.3f} "
-                                    f"D {stats['D/loss']:.3f}")
+                elapsed = time.perf_counter() - t0
+                rate = (self.step - seen0) * cfg.batch / elapsed
+                bar.set_postfix_str(f"step {self.step}/{cfg.steps} img/s {rate:.1f} "
+                                    f"G {stats['G/loss']:.3f} D {stats['D/loss']:.3f}",
+                                    refresh=False)
+                bar.update(1 if cfg.max_minutes is None else min(elapsed, bar.total) - bar.n)
                 if main and (self.step % cfg.log_every == 0 or stats.get("skipped")):
                     self._log({**stats, "img_per_s": rate}, writer)
                 if self.nonfinite >= cfg.nan_patience:
@@ -248,6 +251,18 @@ class Trainer:
                 self.save_checkpoint()
             if main:
                 self.save_samples()
+        except RuntimeError as e:
+            if self.info.world == 1 or not is_peer_failure(e):
+                raise
+            found = checkpoint.latest_valid(self.run_dir) if main else None
+            where = (f"the newest complete checkpoint, {found[0]}, is valid" if found else
+                     f"process 0 keeps the checkpoints in {checkpoint.checkpoint_dir(self.run_dir)}"
+                     if not main else "no checkpoint had been completed yet")
+            raise PeerLost(
+                f"process {self.info.rank} of {self.info.world} lost contact with the others "
+                f"at step {self.step} (a process died, or its node went down): "
+                f"{str(e).splitlines()[0][:200]}; {where}. Run the same command with "
+                "--resume auto to continue.") from e
         finally:
             bar.close()
             for s, handler in previous.items():
@@ -255,6 +270,17 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return {"step": self.step, "skipped": self.skipped, "stopped": self.stop_requested}
+
+    def _progress_bar(self) -> tqdm:
+        """Steps done of --steps; with --max-minutes, seconds spent of the time budget (the
+        run ends at whichever comes first, and the steps are in the bar's text)."""
+        if self.cfg.max_minutes is None:
+            return tqdm(total=self.cfg.steps, initial=self.step, disable=not self.progress,
+                        unit="step", dynamic_ncols=True)
+        return tqdm(total=round(self.cfg.max_minutes * 60), disable=not self.progress,
+                    unit="s", dynamic_ncols=True, desc="time budget",
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s "
+                    "[{elapsed}<{remaining}{postfix}]")
 
     def _out_of_time(self, t0: float) -> bool:
         budget = self.cfg.max_minutes
