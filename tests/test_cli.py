@@ -67,3 +67,31 @@ def test_convert_without_meta_needs_preset(tmp_path, capsys):
     np.savez(tmp_path / "v.npz", **{"generator/dense_layer/0/kernel": np.zeros((2, 2))})
     assert main(["convert-official", str(tmp_path / "v.npz"), "--out", str(tmp_path)]) == 1
     assert "--preset" in capsys.readouterr().err
+
+
+def test_train_without_batch_flag_and_from_a_config_file(tmp_path, capsys):
+    """The preset's batch applies when --batch is left out, on the command line and with
+    --config (docs/training.md's `hitgan train --config options.json`)."""
+    out = tmp_path / "run"
+    assert main(["train", "--data", "mnist", "--out", str(out), "--steps", "1",
+                 "--workers", "0"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["batch"] == 32
+    options = tmp_path / "options.json"
+    options.write_text(json.dumps({"steps": 1, "batch": 4, "workers": 0,
+                                   "out": str(tmp_path / "from-file")}))
+    assert main(["train", "--config", str(options)]) == 0
+    record = json.loads((tmp_path / "from-file" / "config.json").read_text())
+    assert record["train"]["batch"] == 4
+    assert "done: step 1" in capsys.readouterr().out
+
+
+def test_generate_caps_the_grid(tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["generate", "--seeds", "0-69", "--batch", "35", "--out", str(out)]) == 0
+    assert len(list(out.glob("seed*.png"))) == 70
+    assert Image.open(out / "grid.png").size == (8 * 34 - 2, 8 * 34 - 2)  # 64 of 32 px
+    assert "(the first 64)" in capsys.readouterr().out
+    assert main(["generate", "--seeds", "0-5", "--grid", "4", "--out", str(out)]) == 0
+    assert Image.open(out / "grid.png").size == (2 * 34 - 2, 2 * 34 - 2)
+    assert main(["generate", "--grid", "0", "--out", str(out)]) == 1
+    assert "--grid 0" in capsys.readouterr().err

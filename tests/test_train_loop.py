@@ -2,6 +2,7 @@
 signals, and 2-process gloo runs equal to 1-process runs."""
 
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -103,21 +104,37 @@ Trainer(TrainConfig(out=sys.argv[1], steps=10_000, batch=2, workers=0, checkpoin
 """
 
 
+def _wait_for_checkpoint(run, proc, after: int) -> int:
+    """The step of the newest valid checkpoint once it is past ``after`` (polls; no deadline
+    tied to the machine's speed beyond a generous bound)."""
+    deadline = time.monotonic() + 300
+    while True:
+        found = checkpoint.latest_valid(run)
+        if found is not None and int(found[0].name.split("-")[1]) > after:
+            return int(found[0].name.split("-")[1])
+        assert proc.poll() is None, "the run ended before checkpointing"
+        assert time.monotonic() < deadline, "no new checkpoint within 300 s"
+        time.sleep(0.05)
+
+
 def test_kill_9_while_checkpointing_never_leaves_a_bad_checkpoint(tmp_path):
-    run = tmp_path / "run"
-    for delay in (3.0, 3.7, 4.4):  # checkpoints are written every step: kills land mid-write
+    """Checkpoints are written every step, so a kill at a random moment after one has
+    completed often lands mid-write; the newest valid checkpoint must always load."""
+    run, rng, last = tmp_path / "run", random.Random(0), 0
+    for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(run)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.kill()
-        proc.wait()
-        found = checkpoint.latest_valid(run)
-        if found is None:
-            continue
+        try:
+            last = _wait_for_checkpoint(run, proc, after=last)
+            time.sleep(rng.uniform(0, 0.5))  # a random point of the following steps
+        finally:
+            proc.kill()
+            proc.wait()
+        path, _ = checkpoint.latest_valid(run)
         trainer = Trainer(TrainConfig(out=str(run), steps=10_000, batch=2, workers=0,
                                       resume="auto"), progress=False)
-        assert trainer.step == int(found[0].name.split("-")[1]) >= 1
-    assert checkpoint.latest_valid(run) is not None, "no checkpoint was ever completed"
+        assert trainer.resumed_from == path and trainer.step >= last
+        last = trainer.step
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
@@ -176,13 +193,17 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     a, b = torch.load(single), torch.load(double)
     for k in ("G/loss", "D/loss", "D/r1", "D/bcr"):
         assert b["stats"][k] == pytest.approx(a["stats"][k], rel=1e-4, abs=1e-7), k
-    # Summation order (and oneDNN conv kernels, chosen per batch size) differ, so compare at
-    # the scale of each model's gradients: some gradients are exactly zero in exact arithmetic
-    # (key biases; biases that only feed BatchNorm) and hold float noise in both runs.
+    # Summation order (and oneDNN conv kernels, chosen per batch size) differ. Compare each
+    # tensor by the norm of the difference: relative to its own norm, or, for gradients that
+    # are exactly zero in exact arithmetic (key biases; biases that only feed BatchNorm) and
+    # hold float noise in both runs, to the scale of its model's gradients. Measured on an AMX
+    # machine: at most 0.6% relative (a few LeakyReLU kinks of D flip with the batch split).
     scale = {m: max(g.abs().max().item() for k, g in a["grads"].items() if k.startswith(m))
              for m in ("G", "D")}
     for k, g in a["grads"].items():
-        torch.testing.assert_close(b["grads"][k], g, rtol=1e-3, atol=1e-4 * scale[k[0]], msg=k)
+        err = (b["grads"][k] - g).norm().item()
+        assert err <= 2e-2 * g.norm().item() or err <= 1e-4 * scale[k[0]] * g.numel() ** 0.5, (
+            k, err, g.norm().item())
     # Adam's first step is ~lr * sign(grad): compare updates where the gradient is clearly
     # non-zero (key biases, for one, get an exactly-zero gradient in exact arithmetic)
     for name, module in (("G", a["G"]), ("D", a["D"])):
@@ -254,3 +275,11 @@ def test_generate_from_a_run_directory_and_a_checkpoint(tmp_path, capsys):
                  "--out", str(tmp_path / "b")]) == 0
     assert main(["generate", "--model", str(tmp_path), "--out", str(tmp_path / "c")]) == 1
     assert "neither a checkpoint nor a run directory" in capsys.readouterr().err
+
+
+def test_progress_bar_counts_the_time_budget(tmp_path):
+    timed = Trainer(_cfg(tmp_path, steps=1_000_000, max_minutes=0.5))
+    with timed._progress_bar() as bar:
+        assert (bar.total, bar.unit) == (30, "s")  # not 1,000,000 steps with an ETA of days
+    with Trainer(_cfg(tmp_path, steps=7))._progress_bar() as bar:
+        assert (bar.total, bar.unit) == (7, "step")
