@@ -285,8 +285,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    cfg = build_config(overrides, args.config, args.recipe)
+    report: list[str] = []
+    cfg = build_config(overrides, args.config, args.recipe, report)
     info = init_distributed()
+    if info.is_main:
+        for line in report:  # the auto recipe: each choice and why
+            print(line)
     try:
         result = Trainer(cfg, info).run()
     except TrainingDiverged as e:
@@ -408,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a HiT-GAN (torchrun for several processes)")
     p.add_argument("--config", help="JSON or YAML file of training options")
-    p.add_argument("--recipe", help="official setting: imagenet128, celebahq256, ffhq256, "
+    p.add_argument("--recipe", help="auto (default below 128 px: chosen from the preset, the "
+                   "dataset and the machine; each choice printed), official (default from 128 "
+                   "px), or an official dataset setting: imagenet128, celebahq256, ffhq256, "
                    "ffhq1024")
     _train_options(p)
     p.set_defaults(func=cmd_train)

@@ -26,6 +26,17 @@ def test_non_saturating_and_hinge_by_hand():
         d_loss(real, fake, "wasserstein")
 
 
+def test_relativistic_pairing_by_hand():
+    """R3GAN: D minimises softplus(fake_i - real_i), G softplus(real_i - fake_i), paired by i;
+    G's loss carries no gradient into the real logits."""
+    real = torch.tensor([[2.0], [-1.0]], requires_grad=True)
+    fake = torch.tensor([[0.5], [-3.0]])
+    assert d_loss(real, fake, "rpgan").item() == pytest.approx((sp(-1.5) + sp(-2)) / 2)
+    loss = g_loss(fake, "rpgan", real)
+    assert loss.item() == pytest.approx((sp(1.5) + sp(2)) / 2)
+    assert not loss.requires_grad  # the fakes here are constants: nothing flows to the reals
+
+
 def _linear_d(w: torch.Tensor):
     return lambda x: (x.flatten(1) * w.flatten()).sum(1, keepdim=True) ** 2 / 2
 
@@ -113,3 +124,20 @@ def test_ema_copies_at_start_then_averages():
         model.running_mean.fill_(3.0)
     copy_ema.update(model, 2)
     assert copy_ema.model.running_mean[0] == 3.0
+
+
+def test_ema_half_life_in_images():
+    """ema_kimg: the decay halves the weight of a step's parameters after that many images,
+    with ADA's ramp-up capping the half-life at ema_rampup x the images seen."""
+    from hitgan.training.config import TrainConfig
+    from hitgan.training.loop import Trainer
+
+    trainer = Trainer(TrainConfig(batch=32, ema_kimg=10, ema_rampup=0.05, workers=0),
+                      progress=False)
+    trainer.step = 1_000_000
+    decay = trainer.ema_decay()
+    assert decay ** (10_000 / 32) == pytest.approx(0.5)
+    trainer.step = 100  # 3,200 images seen: half-life 160 images = 5 steps
+    assert trainer.ema_decay() ** 5 == pytest.approx(0.5)
+    trainer.cfg = TrainConfig(ema_decay=0.99)
+    assert trainer.ema_decay() == 0.99

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from hitgan.training.config import PRESET_DEFAULTS, RECIPES, TrainConfig, build_config
 
@@ -62,3 +63,44 @@ def test_config_file_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="invalid JSON"):
         build_config({}, str(tmp_path / "bad.json"))
+
+
+def test_auto_recipe_for_small_presets(monkeypatch):
+    from hitgan.training import recipe
+
+    monkeypatch.setattr(recipe, "fast_bf16", lambda device: (False, "CPU has no AMX"))
+    report: list[str] = []
+    cfg = build_config({"preset": "hit-tiny-32", "data": "mnist"}, report=report)
+    assert (cfg.precision, cfg.penalty_every, cfg.d_width, cfg.diffaug) == ("fp32", 16, 0.5, True)
+    options = [line.split("=")[0] for line in report]
+    assert options == [f"auto: {c.option}" for c in recipe.auto_recipe(
+        "hit-tiny-32", "mnist", torch.device("cpu"))]
+    assert all(line.count(": ") >= 2 for line in report)  # each with its reason
+    monkeypatch.setattr(recipe, "fast_bf16", lambda device: (True, "CPU has amx_bf16"))
+    report = []
+    cfg = build_config({"data": "mnist", "d_width": 1.0}, report=report)  # a flag wins
+    assert cfg.precision == "bf16" and cfg.d_width == 1.0
+    assert any("[overridden: d_width=1.0]" in line for line in report)
+    official = build_config({"data": "mnist"}, recipe="official")
+    assert (official.penalty_every, official.penalty_cost, official.d_width) == (1, 10.0, 1.0)
+    assert build_config({"preset": "hit-b-128"}, recipe="auto", report=(r := [])).d_width == 1
+    assert r == []  # 128 px and up: the official recipe
+    with pytest.raises(ValueError, match="--recipe 'fast'"):
+        build_config({}, recipe="fast")
+
+
+def test_auto_recipe_augments_small_datasets_only(monkeypatch, tmp_path):
+    from hitgan.training import recipe
+
+    monkeypatch.setattr(recipe, "count_images", lambda data: 60_000)
+    assert not build_config({"data": "big.zip"}).diffaug
+    monkeypatch.setattr(recipe, "count_images", lambda data: 2_000)
+    assert build_config({"data": "small.zip"}).diffaug
+
+
+def test_discriminator_width():
+    d = TrainConfig(preset="hit-tiny-32", d_width=0.5).discriminator_config()
+    assert d.channels == (32, 64, 128, 128)
+    assert TrainConfig(preset="hit-b-128").discriminator_config().channels is None
+    with pytest.raises(ValueError, match="d_width=0"):
+        TrainConfig(d_width=0)

@@ -2,6 +2,7 @@
 signals, and 2-process gloo runs equal to 1-process runs."""
 
 import json
+import math
 import random
 import signal
 import subprocess
@@ -283,3 +284,22 @@ def test_progress_bar_counts_the_time_budget(tmp_path):
         assert (bar.total, bar.unit) == (30, "s")  # not 1,000,000 steps with an ETA of days
     with Trainer(_cfg(tmp_path, steps=7))._progress_bar() as bar:
         assert (bar.total, bar.unit) == (7, "step")
+
+
+def test_small_budget_options_train(tmp_path):
+    """The options of the auto recipe and R3GAN's objective run end to end: a half-width D
+    (recorded, and what a resume rebuilds), lazy R1 + R2 on every second step, DiffAugment, the
+    relativistic loss, an EMA half-life."""
+    cfg = _cfg(tmp_path, steps=4, bcr=False, d_width=0.5, penalty="r1+r2", penalty_every=2,
+               loss="rpgan", diffaug=True, ema_kimg=1, ema_rampup=0.05, checkpoint_every=2)
+    trainer = Trainer(cfg, progress=False)
+    trainer.run()
+    assert trainer.D.config.channels == (32, 64, 128, 128)
+    with open(f"{cfg.out}/log.jsonl") as f:
+        lines = [json.loads(x) for x in f]
+    assert [("D/r1" in x, "D/r2" in x) for x in lines] == [(True, True), (False, False)] * 2
+    assert all(math.isfinite(x["D/loss"]) for x in lines)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["discriminator"]["channels"] == [32, 64, 128, 128]
+    resumed = Trainer(_cfg(tmp_path, steps=4, d_width=0.5, resume="auto"), progress=False)
+    assert resumed.step == 4

@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from hitgan.data.dataset import CROP_MODES
-from hitgan.models.config import NORM_TYPES, PRESETS, GeneratorConfig, get_preset
+from hitgan.models.config import (
+    NORM_TYPES,
+    PRESETS,
+    DiscriminatorConfig,
+    GeneratorConfig,
+    get_preset,
+)
+from hitgan.training.distributed import init_device
+from hitgan.training.losses import LOSSES
+from hitgan.training.recipe import AUTO_BELOW, Choice, auto_recipe, describe_choices
 
-LOSSES = ("non-saturating", "hinge")
-PENALTIES = ("r1", "wgan", "none")
+PENALTIES = ("r1", "r1+r2", "wgan", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUGMENTS = ("color", "translation", "cutout")
 
@@ -36,8 +44,12 @@ class TrainConfig:
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     betas: tuple[float, float] = (0.0, 0.99)
+    # "rpgan": relativistic pairing loss softplus(D(fake) - D(real)) of R3GAN ("The GAN is
+    # dead; long live the GAN!", NeurIPS 2024), with --penalty r1+r2 as there
     loss: str = "non-saturating"
-    penalty: str = "r1"  # "r1" on reals, "wgan" (gradient penalty on interpolates), "none"
+    # "r1" on reals; "r1+r2": R1 on reals plus R2 on fakes, each at penalty_cost (R3GAN);
+    # "wgan" (gradient penalty on interpolates); "none"
+    penalty: str = "r1"
     penalty_cost: float = 10.0  # official: cost * mean over the batch of |grad|^2
     penalty_every: int = 1  # lazy regularisation: every k steps with cost * k (official: 1)
     bcr: bool = False  # balanced consistency regularisation
@@ -46,6 +58,13 @@ class TrainConfig:
     diffaug: bool = False  # DiffAugment every D input (small datasets)
     ema_decay: float = 0.999
     ema_start: int = 10  # copy G at this step, average after it (official)
+    # EMA as a half-life in thousands of images (StyleGAN2-ADA's ema_kimg): the per-step decay
+    # is 0.5 ** (batch / (1000 * ema_kimg)), replacing ema_decay; 0.999 at batch 256 is a
+    # half-life of 177 kimg. None = ema_decay.
+    ema_kimg: float | None = None
+    # with ema_kimg: the half-life is at most ema_rampup x the images seen so far (ADA's ramp-up,
+    # so early averages do not hold on to the first weights). None = no ramp-up.
+    ema_rampup: float | None = None
     ema_buffers: str = "average"  # official: BatchNorm statistics averaged too; "copy"
     # batches to recompute G_ema's BatchNorm statistics with before samples and FID; 0 = use the
     # moving averages as the official code does (they lag behind in short runs)
@@ -54,6 +73,9 @@ class TrainConfig:
     crop_proportion: float = 1.0
     flip: bool = True
     precision: str = "fp32"
+    # discriminator channels relative to the preset's (every layer, rounded; StyleGAN2-ADA's
+    # cbase in spirit): 0.5 keeps a quarter of D's FLOPs. 1 = the preset (official) D.
+    d_width: float = 1.0
     compile: bool = False
     seed: int = 0
     deterministic: bool = False  # torch deterministic algorithms (bitwise resume on CPU)
@@ -99,6 +121,16 @@ class TrainConfig:
                              f"{AUGMENTS}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay}: must be in [0, 1)")
+        for name in ("ema_kimg", "ema_rampup"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name}={value}: must be > 0, or left unset")
+        if self.penalty == "r1+r2" and self.precision == "fp16":
+            raise ValueError("penalty='r1+r2' with precision='fp16': R2 is not loss-scaled; use "
+                             "--precision bf16 or fp32")
+        if not 0 < self.d_width <= 4:
+            raise ValueError(f"d_width={self.d_width}: must be in (0, 4]; 1 is the preset's "
+                             "discriminator, 0.5 halves its channels")
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ValueError(f"lr_g={self.lr_g}, lr_d={self.lr_d}: learning rates must be > 0")
 
@@ -109,6 +141,13 @@ class TrainConfig:
     def generator_config(self) -> GeneratorConfig:
         g = get_preset(self.preset).generator
         return g if self.norm is None else dataclasses.replace(g, norm=self.norm)
+
+    def discriminator_config(self) -> DiscriminatorConfig:
+        d = get_preset(self.preset).discriminator
+        if self.d_width == 1:
+            return d
+        channels = tuple(max(1, round(c * self.d_width)) for c in d.channel_table.values())
+        return dataclasses.replace(d, channels=channels)
 
     def micro_batch(self, world: int) -> tuple[int, int]:
         """(per-process micro-batch, accumulation steps) for ``world`` processes."""
@@ -144,6 +183,8 @@ RECIPES: dict[str, dict[str, Any]] = {
                  "bcr": True, "crop": "fixed", "steps": 500_000},
 }
 
+RECIPE_NAMES = ("auto", "official", *RECIPES)
+
 # Per-preset defaults: the official lr by resolution (1e-4 at 128, 5e-5 at 256+), bCR at 256+.
 # The CPU presets are ours, not official: runs of a few thousand steps need a shorter EMA.
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -156,20 +197,32 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def build_config(overrides: dict[str, Any], config_file: str | None = None,
-                 recipe: str | None = None) -> TrainConfig:
-    """Defaults < preset defaults < recipe < config file (JSON/YAML) < explicit options."""
-    values: dict[str, Any] = {}
-    if recipe is not None:
-        if recipe not in RECIPES:
-            raise ValueError(f"--recipe {recipe!r}: choose one of {sorted(RECIPES)}")
-        values.update(RECIPES[recipe])
-    if config_file is not None:
-        values.update(_read_config_file(Path(config_file)))
-    values.update(overrides)
-    preset = values.get("preset", TrainConfig.preset)
-    merged = {**PRESET_DEFAULTS.get(preset, {}), **values}
-    merged.setdefault("out", f"runs/{preset}")
-    return TrainConfig.from_dict(merged)
+                 recipe: str | None = None, report: list[str] | None = None) -> TrainConfig:
+    """Defaults < preset defaults < recipe < config file (JSON/YAML) < explicit options.
+
+    ``recipe``: one of RECIPE_NAMES. None means "auto" for presets below 128 px and "official"
+    otherwise. The auto recipe's choices, with their reasons, are appended to ``report``."""
+    file_values = _read_config_file(Path(config_file)) if config_file is not None else {}
+    if recipe is not None and recipe not in RECIPE_NAMES:
+        raise ValueError(f"--recipe {recipe!r}: choose one of {RECIPE_NAMES}")
+    recipe_values = dict(RECIPES.get(recipe or "", {}))
+    preset = overrides.get("preset", file_values.get("preset",
+                                                     recipe_values.get("preset",
+                                                                       TrainConfig.preset)))
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r}: choose one of {sorted(PRESETS)}")
+    choices: list[Choice] = []
+    if recipe == "auto" or (recipe is None and PRESETS[preset].generator.resolution
+                            < AUTO_BELOW):
+        data = overrides.get("data", file_values.get("data", TrainConfig.data))
+        choices = auto_recipe(preset, data, init_device())
+        recipe_values = {c.option: c.value for c in choices}
+    values = {**PRESET_DEFAULTS.get(preset, {}), **recipe_values, **file_values, **overrides}
+    values.setdefault("out", f"runs/{preset}")
+    cfg = TrainConfig.from_dict(values)
+    if report is not None:
+        report.extend(describe_choices(choices, cfg))
+    return cfg
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

@@ -30,13 +30,18 @@ class DistInfo:
         return self.rank == 0
 
 
+def init_device() -> torch.device:
+    """This process's device: its local rank's GPU, or the CPU."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def init_distributed() -> DistInfo:
     """Single process unless launched by torchrun (WORLD_SIZE > 1): then gloo on CPU, nccl on
     GPU, one device per local rank."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    device = init_device()
+    cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)
     if world == 1:

@@ -21,8 +21,9 @@ class EMA:
         self.decay, self.start, self.buffers = decay, start, buffers
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        """Call after the optimizer step that made ``step`` updates in total."""
+    def update(self, model: nn.Module, step: int, decay: float | None = None) -> None:
+        """Call after the optimizer step that made ``step`` updates in total; ``decay``
+        overrides the constant one for this step (a half-life schedule)."""
         if step < self.start:
             return
         ema_params = dict(self.model.named_parameters())
@@ -33,10 +34,11 @@ class EMA:
             for name, b in model.named_buffers():
                 ema_buffers[name].copy_(b)
             return
+        weight = 1 - (self.decay if decay is None else decay)
         for name, p in model.named_parameters():
-            ema_params[name].lerp_(p, 1 - self.decay)
+            ema_params[name].lerp_(p, weight)
         for name, b in model.named_buffers():
             if self.buffers == "average" and b.is_floating_point():
-                ema_buffers[name].lerp_(b, 1 - self.decay)
+                ema_buffers[name].lerp_(b, weight)
             else:
                 ema_buffers[name].copy_(b)

@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from hitgan.data.dataset import ImageDataset, Preprocess
 from hitgan.data.images import make_grid, save_image, to_uint8
-from hitgan.models.config import get_preset
 from hitgan.models.discriminator import StyleGANDiscriminator
 from hitgan.models.generator import HiTGenerator
 from hitgan.models.io import load_state_checked, state_dict_to_bytes, weights_from_bytes
@@ -62,13 +61,13 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, info: DistInfo | None = None, progress: bool = True):
         self.cfg, self.info = cfg, info or init_distributed()
         self.run_dir, self.progress = Path(cfg.out), progress and self.info.is_main
-        dev, preset = self.info.device, get_preset(cfg.preset)
+        dev = self.info.device
         self.micro, self.accum = cfg.micro_batch(self.info.world)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
         self.G = HiTGenerator(cfg.generator_config()).to(dev)
-        self.D = StyleGANDiscriminator(preset.discriminator).to(dev)
+        self.D = StyleGANDiscriminator(cfg.discriminator_config()).to(dev)
         self.D.to(memory_format=torch.channels_last)
         broadcast_module(self.G)
         broadcast_module(self.D)
@@ -112,23 +111,26 @@ class Trainer:
 
         with self._autocast():
             fakes = self.G_step(z)  # (b, 3, R, R)
-            fake_logits = self.D(augment(fakes) if cfg.diffaug else fakes)
-        r1 = regularize and cfg.penalty == "r1"
+            fake_in = augment(fakes) if cfg.diffaug else fakes
+            fake_logits = self.D(fake_in)
+            if regularize and cfg.penalty == "r1+r2":  # R2: the gradient at the fakes D saw
+                r2 = r1_penalty(fake_logits, fake_in)
+        r1 = regularize and cfg.penalty in ("r1", "r1+r2")
         real_in = (augment(reals) if cfg.diffaug else reals).detach().requires_grad_(r1)
         with self._autocast(enabled=not (r1 and cfg.precision == "fp16")):  # R1 in fp32 w/ fp16
             real_logits = self.D(real_in)
-            out = {"G/loss": g_loss(fake_logits, cfg.loss),
+            out = {"G/loss": g_loss(fake_logits, cfg.loss, real_logits),
                    "D/loss_gan": d_loss(real_logits, fake_logits, cfg.loss)}
-            d_total = out["D/loss_gan"]
-            if regularize:
-                if r1:
-                    out["D/r1"] = r1_penalty(real_logits, real_in)
-                else:
-                    eps = torch.rand(B, *reals.shape[1:], generator=draw())
-                    eps = eps[offset:offset + reals.shape[0]].to(reals)
-                    out["D/wgan_gp"] = wgan_gp(self.D, real_in.detach(), fakes, eps)
-                d_total = d_total + cfg.penalty_cost * cfg.penalty_every * out.get(
-                    "D/r1", out.get("D/wgan_gp"))
+            if regularize and r1:
+                out["D/r1"] = r1_penalty(real_logits, real_in)
+                if cfg.penalty == "r1+r2":
+                    out["D/r2"] = r2
+            elif regularize:
+                eps = torch.rand(B, *reals.shape[1:], generator=draw())
+                eps = eps[offset:offset + reals.shape[0]].to(reals)
+                out["D/wgan_gp"] = wgan_gp(self.D, real_in.detach(), fakes, eps)
+            penalties = [v for k, v in out.items() if k in ("D/r1", "D/r2", "D/wgan_gp")]
+            d_total = out["D/loss_gan"] + cfg.penalty_cost * cfg.penalty_every * sum(penalties)
             if cfg.bcr:  # augmented copies carry no gradient into G, as in the official code
                 aug = torch.cat((augment(reals), augment(fakes.detach()))).detach()
                 real_aug, fake_aug = self.D(aug).chunk(2)
@@ -198,8 +200,18 @@ class Trainer:
         self.scaler.update()
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
-        self.ema.update(self.G, self.step)
+        self.ema.update(self.G, self.step, self.ema_decay())
         return stats
+
+    def ema_decay(self) -> float:
+        """This step's EMA decay: ema_decay, or from the half-life ema_kimg (ramped up)."""
+        cfg = self.cfg
+        if cfg.ema_kimg is None:
+            return cfg.ema_decay
+        half_life = cfg.ema_kimg * 1000  # images
+        if cfg.ema_rampup is not None:
+            half_life = min(half_life, self.step * cfg.batch * cfg.ema_rampup)
+        return 0.5 ** (cfg.batch / max(half_life, 1e-8))
 
     # ---- the run ----------------------------------------------------------------------
     def loader(self) -> DataLoader:
@@ -344,9 +356,8 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------
     def _run_record(self) -> dict[str, Any]:
-        preset = get_preset(self.cfg.preset)
         return {"train": self.cfg.to_dict(), "generator": self.G.config.to_dict(),
-                "discriminator": preset.discriminator.to_dict(), "world": self.info.world,
+                "discriminator": self.D.config.to_dict(), "world": self.info.world,
                 "dataset": self.dataset.describe()}
 
     def save_checkpoint(self) -> Path | None:

@@ -7,21 +7,31 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+LOSSES = ("non-saturating", "hinge", "rpgan")
+
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "non-saturating":
         return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
     if kind == "hinge":
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-    raise ValueError(f"loss={kind!r}: use 'non-saturating' or 'hinge'")
+    if kind == "rpgan":  # pairs real i with fake i
+        return F.softplus(fake_logits - real_logits).mean()
+    raise ValueError(f"loss={kind!r}: use one of {LOSSES}")
 
 
-def g_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+def g_loss(fake_logits: torch.Tensor, kind: str, real_logits: torch.Tensor | None = None
+           ) -> torch.Tensor:
+    """``real_logits`` is needed by the relativistic loss only (G's gradient flows through the
+    fakes alone)."""
     if kind == "non-saturating":
         return F.softplus(-fake_logits).mean()
     if kind == "hinge":
         return -fake_logits.mean()
-    raise ValueError(f"loss={kind!r}: use 'non-saturating' or 'hinge'")
+    if kind == "rpgan":
+        assert real_logits is not None, "the relativistic loss pairs fakes with reals"
+        return F.softplus(real_logits.detach() - fake_logits).mean()
+    raise ValueError(f"loss={kind!r}: use one of {LOSSES}")
 
 
 def _input_grad(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -29,10 +39,11 @@ def _input_grad(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     return grad.flatten(1).float()  # (B, C*H*W)
 
 
-def r1_penalty(logits: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of |dD(x)/dx|^2 on reals (``reals`` must require grad).
-    The official cost multiplies this (no 1/2 factor as in StyleGAN's gamma/2)."""
-    return _input_grad(logits, reals).square().sum(1).mean()
+def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of |dD(x)/dx|^2 at the D inputs that gave ``logits`` (``inputs``
+    must require grad): R1 on reals, R2 on fakes (R3GAN). The official cost multiplies this
+    (no 1/2 factor as in StyleGAN's gamma/2)."""
+    return _input_grad(logits, inputs).square().sum(1).mean()
 
 
 def wgan_gp(discriminator: Callable[[torch.Tensor], torch.Tensor], reals: torch.Tensor,

@@ -1,0 +1,83 @@
+"""The ``auto`` recipe: training settings chosen from the run, as StyleGAN2-ADA's ``--cfg auto``.
+
+For presets below 128 px (the CPU-sized ones) ``hitgan train`` uses it unless ``--recipe`` names
+another; ``--recipe official`` keeps the official objective (R1 cost 10 every step, fp32, the
+preset's discriminator) and the hit-b presets always default to it. Each choice comes with the
+measurement behind it: the recipe runs in docs/training.md ("Choosing the small-budget recipe"),
+made with ``python -m bench.quality``. Explicit options and ``--config`` files override any choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hitgan.data.dataset import count_images
+from hitgan.models.config import get_preset
+
+AUTO_BELOW = 128  # px: presets below this resolution get the auto recipe by default
+SMALL_DATASET = 10_000  # images: below this, D sees every image many times in a CPU run
+
+
+@dataclass(frozen=True)
+class Choice:
+    option: str
+    value: Any
+    reason: str
+
+
+def fast_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether bf16 matrix products run natively here, and what was found."""
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ok, f"{torch.cuda.get_device_name(device)} {'has' if ok else 'lacks'} bf16"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False, "CPU flags unknown"
+    found = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    return bool(found), ("CPU has " + "/".join(found)) if found else "CPU has no AMX/AVX512-BF16"
+
+
+def auto_recipe(preset: str, data: str, device: torch.device) -> list[Choice]:
+    """The auto recipe's choices for ``preset`` trained on ``data`` on ``device``."""
+    resolution = get_preset(preset).generator.resolution
+    if resolution >= AUTO_BELOW:
+        return []
+    images = count_images(data)
+    bf16, found = fast_bf16(device)
+    choices = [
+        Choice("precision", "bf16" if bf16 else "fp32",
+               f"{found}: " + ("bf16 autocast with fp32 master weights, 1.29x fp32 steps/s at "
+                               "hit-tiny-32 on an AMX Xeon (docs/performance.md)" if bf16 else
+                               "bf16 would be emulated (0.06x fp32 steps/s measured on an AVX2 "
+                               "EPYC)")),
+        Choice("penalty_every", 16,
+               "lazy R1 (StyleGAN2): every 16 steps at 16x the cost, the same penalty on "
+               "average for a fraction of the double backward"),
+        Choice("d_width", 0.5,
+               "half the discriminator's channels: a quarter of its FLOPs, the step's main cost "
+               "at this size; better FID per minute in the recipe runs"),
+        Choice("penalty_cost", 0.1,
+               "R1 cost 10 (official, for 128-1024 px) over-smooths D at this size; 0.1 gave "
+               "the best FID per minute in the recipe runs"),
+    ]
+    if images < SMALL_DATASET:
+        choices.append(Choice(
+            "diffaug", True,
+            f"{images:,} images (< {SMALL_DATASET:,}): DiffAugment on every D input against "
+            "D overfitting, as for small datasets in the DiffAugment paper"))
+    return choices
+
+
+def describe_choices(choices: list[Choice], config: Any) -> list[str]:
+    """One line per choice, and where a flag or config file replaced it."""
+    lines = []
+    for c in choices:
+        final = getattr(config, c.option)
+        note = "" if final == c.value else f" [overridden: {c.option}={final}]"
+        lines.append(f"auto: {c.option}={c.value}: {c.reason}{note}")
+    return lines
