@@ -184,7 +184,7 @@ def train_mode(mode: str, args: argparse.Namespace, out_dir: str,
     cfg = build_config({"preset": args.preset, "data": args.data, "steps": args.steps,
                         "batch": args.batch, "seed": args.seed, "precision": precision,
                         "compile": compile_, "bcr": args.bcr, "workers": args.workers,
-                        "out": str(Path(out_dir) / mode)})
+                        "out": str(Path(out_dir) / mode)}, recipe="official")
     trainer = Trainer(cfg, progress=False)
     forced: TeacherForced | None = None
     runners: dict[str, tuple[str, torch.nn.Module]] = {}  # mode -> (precision, G_step)

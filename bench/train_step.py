@@ -56,11 +56,14 @@ from hitgan.training.config import build_config
 from hitgan.training.distributed import DistInfo
 from hitgan.training.loop import Trainer
 
-# mode -> (Trainer precision, Trainer compile, D through autograd's own convolution backward)
-MODES: dict[str, tuple[str, bool, bool]] = {
+# mode -> (Trainer precision, Trainer compile, D through autograd's own convolution backward);
+# every mode but "auto" is the official recipe (R1 cost 10 every step, the preset's D)
+MODES: dict[str, tuple[str | None, bool, bool]] = {
     "fp32": ("fp32", False, False), "bf16": ("bf16", False, False),
     "compile": ("fp32", True, False), "compile-bf16": ("bf16", True, False),
-    "fp32-autograd-d": ("fp32", False, True), "bf16-autograd-d": ("bf16", False, True)}
+    "fp32-autograd-d": ("fp32", False, True), "bf16-autograd-d": ("bf16", False, True),
+    "auto": (None, False, False)}  # the auto recipe, precision included
+AUTO = "ours auto recipe"
 AUTOGRAD_D = "autograd-D"  # impl suffix of the *-autograd-d modes
 VARIANTS = {"off": ("R1",), "on": ("R1+bCR",), "both": ("R1", "R1+bCR")}
 OFFICIAL = "official tf"
@@ -115,11 +118,16 @@ class StepFlops(TorchDispatchMode):
 def make_trainer(preset: str, batch: int, mode: str, bcr: bool, device: str,
                  out: str) -> Trainer:
     """The real Trainer in the official recipe: R1 cost 10 every step, Adam(0, 0.99), EMA
-    averaging from the first step (the official steady state; it starts at step 10)."""
+    averaging from the first step (the official steady state; it starts at step 10). Mode
+    "auto": the auto recipe for the built-in digits on this machine (lazy R1 among others)."""
     precision, compile_, _ = MODES[mode]
-    cfg = build_config({"preset": preset, "batch": batch, "precision": precision,
-                        "compile": compile_, "bcr": bcr, "penalty": "r1", "penalty_every": 1,
-                        "ema_start": 0, "data": "mnist", "out": out, "workers": 0})
+    options = {"preset": preset, "batch": batch, "compile": compile_, "bcr": bcr,
+               "ema_start": 0, "data": "mnist", "out": out, "workers": 0}
+    if precision is None:
+        cfg = build_config(options, recipe="auto")
+    else:
+        cfg = build_config({**options, "precision": precision, "penalty": "r1",
+                            "penalty_every": 1}, recipe="official")
     return Trainer(cfg, DistInfo(device=torch.device(device)), progress=False)
 
 
@@ -157,6 +165,7 @@ class _Case:
     request: dict[str, Any] | None = None
     loss_diff: float | None = None
     first_losses: dict[str, float] = field(default_factory=dict)
+    flops: int = 0  # per step; the official case uses ours fp32's count
     times: list[tuple[float, float]] = field(default_factory=list)
     peak: int | None = None
     resident: int | None = None
@@ -165,11 +174,16 @@ class _Case:
                 worker: OfficialWorker | None) -> None:
         """One round: ``repeats`` timed steps, and the memory they held."""
         if self.trainer is not None:
-            trainer = self.trainer
+            trainer, cycle = self.trainer, self.trainer.cfg.penalty_every
+
+            def steps() -> None:  # a whole lazy-R1 cycle: its regularised step included
+                for _ in range(cycle):
+                    trainer.train_step([reals])
+
             reset_peak_memory(device)
             resident = resident_bytes(device)
             with autograd_discriminator_ops(self.autograd_d):
-                self.times += timed(lambda: trainer.train_step([reals]), repeats, device)
+                self.times += [(w / cycle, u) for w, u in timed(steps, repeats, device)]
             peak = peak_memory_bytes(device)
         else:
             assert worker is not None and self.request is not None
@@ -202,6 +216,7 @@ def _setup_variant(name: str, variant: str, args: argparse.Namespace, reals: tor
         ref_losses = _losses(reference.train_step([reals]))
     for mode in args.modes:
         precision, compile_, autograd_d = MODES[mode]
+        flops = counter.total
         with autograd_discriminator_ops(autograd_d):
             if mode == "fp32":
                 trainer, first = reference, ref_losses
@@ -210,18 +225,29 @@ def _setup_variant(name: str, variant: str, args: argparse.Namespace, reals: tor
                 first = _losses(trainer.train_step([reals]))  # compiles in compile modes
             for _ in range(args.warmup - 1):
                 trainer.train_step([reals])
-        note = ("torch.compile G, " if compile_ else "eager, ") + (
-            "autocast bf16, fp32 weights" if precision == "bf16" else "fp32")
-        if autograd_d:
-            note += ", D by autograd's own convolution double backward"
-        diff = None
-        if mode != "fp32":
-            diff = max(abs(first[k] - ref_losses[k]) for k in ref_losses)
-            note += f"; first-step losses vs fp32: max abs diff {diff:.1e}"
-        impl = "ours " + ("compile " if compile_ else "") + precision + (
-            f" {AUTOGRAD_D}" if autograd_d else "")
+        if precision is None:  # auto: its own FLOPs, averaged over a lazy-R1 cycle
+            cycle = trainer.cfg.penalty_every
+            with StepFlops() as own:
+                for _ in range(cycle):
+                    trainer.train_step([reals])
+            flops = own.total // cycle
+            t = trainer.cfg
+            impl, diff = AUTO, None
+            note = (f"{t.precision}, R1 cost {t.penalty_cost:g} every {cycle} steps (timed over "
+                    f"whole cycles), D width {t.d_width:g}, DiffAugment {t.diffaug}")
+        else:
+            note = ("torch.compile G, " if compile_ else "eager, ") + (
+                "autocast bf16, fp32 weights" if precision == "bf16" else "fp32")
+            if autograd_d:
+                note += ", D by autograd's own convolution double backward"
+            diff = None
+            if mode != "fp32":
+                diff = max(abs(first[k] - ref_losses[k]) for k in ref_losses)
+                note += f"; first-step losses vs fp32: max abs diff {diff:.1e}"
+            impl = "ours " + ("compile " if compile_ else "") + precision + (
+                f" {AUTOGRAD_D}" if autograd_d else "")
         cases.append(_Case(impl, variant, note, trainer=trainer, autograd_d=autograd_d,
-                           loss_diff=diff, first_losses=first))
+                           loss_diff=diff, first_losses=first, flops=flops))
         _progress(f"{name} batch {batch} {variant}: {impl} ready")
     if worker is not None:
         request = {"size": reals.shape[-1], "batch": batch, "bcr": bcr}
@@ -249,15 +275,17 @@ def bench_preset(name: str, args: argparse.Namespace, peaks: dict[str, float],
     reals = (reals * 2 - 1).to(dev)  # (B, 3, R, R) in [-1, 1]
     rows = []
     for variant in VARIANTS[args.bcr]:
-        cases, flops = _setup_variant(name, variant, args, reals, worker, workdir)
+        cases, flops = _setup_variant(name, variant, args, reals, worker, workdir)  # official
         for r in range(args.rounds):
             for case in cases:
                 case.measure(reals, args.repeats, dev, worker)
             _progress(f"{name} batch {batch} {variant}: round {r + 1}/{args.rounds} done")
-        gflop = flops / 1e9
         for c in cases:
+            gflop = (c.flops or flops) / 1e9
             sec = statistics.median(w for w, _ in c.times)
-            peak = peaks["bf16" if "bf16" in c.impl else "fp32"]
+            bf16 = "bf16" in c.impl or (c.trainer is not None
+                                          and c.trainer.cfg.precision == "bf16")
+            peak = peaks["bf16" if bf16 else "fp32"]
             rows.append(Row(name, batch, c.impl, c.variant, sec, len(c.times), batch / sec,
                             gflop, gflop / sec, gflop / sec / peak,
                             None if c.peak is None else c.peak / 2**20,
@@ -274,7 +302,8 @@ def bench_preset(name: str, args: argparse.Namespace, peaks: dict[str, float],
 RATIOS = (("ours fp32", OFFICIAL), ("ours bf16", OFFICIAL), ("ours compile fp32", OFFICIAL),
           ("ours compile bf16", OFFICIAL), ("ours bf16", "ours fp32"),
           ("ours compile fp32", "ours fp32"), ("ours compile bf16", "ours fp32"),
-          ("ours fp32", f"ours fp32 {AUTOGRAD_D}"), ("ours bf16", f"ours bf16 {AUTOGRAD_D}"))
+          ("ours fp32", f"ours fp32 {AUTOGRAD_D}"), ("ours bf16", f"ours bf16 {AUTOGRAD_D}"),
+          (AUTO, "ours fp32"), (AUTO, "ours bf16"))
 
 
 def ratios(rows: list[Row]) -> list[str]:
@@ -298,7 +327,8 @@ def format_table(rows: list[Row]) -> str:
 def notes(args: argparse.Namespace, rows: list[Row]) -> list[str]:
     out = [f"GFLOP per step: {', '.join(sorted({f'{r.variant} {r.step_gflop:.1f}' for r in rows}))}"
            " (matmul, convolution and attention FLOPs of one ours fp32 step, counted with "
-           "torch.utils.flop_counter formulas: forward, backward and R1's double backward); "
+           "torch.utils.flop_counter formulas: forward, backward and R1's double backward; the "
+           "auto row counts its own, averaged over a lazy-R1 cycle); "
            "% of peak is against the same-run dense matmul (bf16 peak for bf16 rows)"]
     if args.device == "cpu":
         out.append("peak MiB: the process's peak resident set (VmHWM) over the timed steps; it "

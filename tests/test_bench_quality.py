@@ -1,0 +1,51 @@
+"""bench.quality end to end at toy size: hitgan variants and the DCGAN baseline trained for a few
+seconds each, FID of every snapshot, the table, JSON and plot."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from bench import quality
+from bench.baseline import BaselineConfig, DCGANDiscriminator, DCGANGenerator
+
+
+def test_parse_variant():
+    assert quality.parse_variant("fast:penalty_every=16,d_width=0.5,loss=rpgan") == (
+        "fast", {"penalty_every": 16, "d_width": 0.5, "loss": "rpgan"})
+    with pytest.raises(ValueError, match="OPT=VALUE"):
+        quality.parse_variant("fast:penalty_every")
+    with pytest.raises(ValueError, match="name"):
+        quality.parse_variant(":lr_g=1")
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_baseline_shapes(resolution):
+    cfg = BaselineConfig(resolution=resolution)
+    images = DCGANGenerator(cfg)(torch.randn(2, cfg.latent_dim))
+    assert images.shape == (2, 3, resolution, resolution) and images.abs().max() <= 1
+    assert DCGANDiscriminator(cfg)(images).shape == (2, 1)
+
+
+def test_smoke(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(16):
+        arr = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(i)) * 255
+        Image.fromarray(arr.to(torch.uint8).numpy()).save(data / f"{i}.png")
+    out = tmp_path / "out"
+    runs = quality.main(["--data", str(data), "--minutes", "0.03", "--points", "2",
+                         "--fid-samples", "4", "--curve-samples", "3", "--cache-dir",
+                         str(tmp_path / "cache"), "--out", str(out),
+                         "--variant", "fast:penalty_every=4,d_width=0.5,batch=4"])
+    assert [r.name for r in runs] == ["fast", quality.BASELINE]
+    for run in runs:
+        assert run.steps >= 1 and [p["samples"] for p in run.points] == [3, 4]
+        assert all(p["fid"] > 0 for p in run.points)
+    assert runs[0].options["d_width"] == 0.5
+    stem = out / "quality-data-hit-tiny-32-0.03min"
+    record = json.loads(stem.with_suffix(".json").read_text())
+    assert [r["name"] for r in record["runs"]] == ["fast", quality.BASELINE]
+    assert stem.with_suffix(".png").stat().st_size > 0
+    assert "FID-4 after 0.03 min: fast" in capsys.readouterr().out
