@@ -71,10 +71,10 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     monkeypatch.setattr(recipe, "fast_bf16", lambda device: (False, "CPU has no AMX"))
     report: list[str] = []
     cfg = build_config({"preset": "hit-tiny-32", "data": "mnist"}, report=report)
-    assert (cfg.precision, cfg.penalty_every, cfg.d_width, cfg.diffaug) == ("fp32", 16, 0.5, True)
+    assert (cfg.precision, cfg.penalty_every, cfg.d_width, cfg.batch) == ("fp32", 16, 0.25, 16)
     options = [line.split("=")[0] for line in report]
     assert options == [f"auto: {c.option}" for c in recipe.auto_recipe(
-        "hit-tiny-32", "mnist", torch.device("cpu"))]
+        "hit-tiny-32", torch.device("cpu"))]
     assert all(line.count(": ") >= 2 for line in report)  # each with its reason
     monkeypatch.setattr(recipe, "fast_bf16", lambda device: (True, "CPU has amx_bf16"))
     report = []
@@ -87,15 +87,6 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     assert r == []  # 128 px and up: the official recipe
     with pytest.raises(ValueError, match="--recipe 'fast'"):
         build_config({}, recipe="fast")
-
-
-def test_auto_recipe_augments_small_datasets_only(monkeypatch, tmp_path):
-    from hitgan.training import recipe
-
-    monkeypatch.setattr(recipe, "count_images", lambda data: 60_000)
-    assert not build_config({"data": "big.zip"}).diffaug
-    monkeypatch.setattr(recipe, "count_images", lambda data: 2_000)
-    assert build_config({"data": "small.zip"}).diffaug
 
 
 def test_discriminator_width():

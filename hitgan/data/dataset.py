@@ -175,17 +175,6 @@ def _check_header(data: bytes) -> str | None:
     return None
 
 
-def count_images(source: str | os.PathLike[str]) -> int:
-    """How many images ``source`` holds, by file extension (no decoding; ImageDataset's header
-    check may skip a few more): cheap enough to size a recipe before loading."""
-    if str(source) in BUILTIN:
-        return len(mnist_digits())
-    root = Path(source)
-    if not root.exists():
-        raise DatasetError(f"{root}: no such dataset (a folder, a .zip, or one of {BUILTIN})")
-    return sum(n.lower().endswith(IMAGE_EXTENSIONS) for n in _Source(root).names)
-
-
 class ImageDataset(Dataset):
     """Images as (3, H, W) float tensors in [-1, 1]; ``labels`` is unused by HiT (unconditional).
 

@@ -214,8 +214,7 @@ def build_config(overrides: dict[str, Any], config_file: str | None = None,
     choices: list[Choice] = []
     if recipe == "auto" or (recipe is None and PRESETS[preset].generator.resolution
                             < AUTO_BELOW):
-        data = overrides.get("data", file_values.get("data", TrainConfig.data))
-        choices = auto_recipe(preset, data, init_device())
+        choices = auto_recipe(preset, init_device())
         recipe_values = {c.option: c.value for c in choices}
     values = {**PRESET_DEFAULTS.get(preset, {}), **recipe_values, **file_values, **overrides}
     values.setdefault("out", f"runs/{preset}")
