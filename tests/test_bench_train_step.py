@@ -104,3 +104,16 @@ def test_official_step(tmp_path: Path) -> None:
     official = rows[1]
     assert official.images_per_s > 0 and official.step_gflop == rows[0].step_gflop
     assert all(math.isfinite(v) for v in official.first_losses.values())
+
+
+def test_auto_mode_times_whole_lazy_cycles(capsys: pytest.CaptureFixture[str]) -> None:
+    """The docs' side-by-side command at toy size: the auto recipe's row counts its own FLOPs
+    over a lazy-R1 cycle (a fraction of the official step's) and its ratio is printed."""
+    rows = train_step.main(["--presets", "hit-tiny-32", "--batch", "2", "--repeats", "1",
+                            "--rounds", "1", "--warmup", "1", "--matmul-size", "128",
+                            "--modes", "fp32,auto", "--bcr", "off"])
+    assert [r.impl for r in rows] == ["ours fp32", train_step.AUTO]
+    official, auto = rows
+    assert auto.step_gflop < official.step_gflop / 3 and auto.images_per_s > 0
+    assert "R1 cost 10 every 16 steps" in auto.note
+    assert "ours auto recipe / ours fp32" in capsys.readouterr().out
