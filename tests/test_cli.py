@@ -75,7 +75,7 @@ def test_train_without_batch_flag_and_from_a_config_file(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", "mnist", "--out", str(out), "--steps", "1",
                  "--workers", "0"]) == 0
-    assert json.loads((out / "config.json").read_text())["train"]["batch"] == 32
+    assert json.loads((out / "config.json").read_text())["train"]["batch"] == 16  # auto recipe
     options = tmp_path / "options.json"
     options.write_text(json.dumps({"steps": 1, "batch": 4, "workers": 0,
                                    "out": str(tmp_path / "from-file")}))

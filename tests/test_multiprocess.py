@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from hitgan.training import checkpoint
-from hitgan.training.config import TrainConfig
+from hitgan.training.config import build_config
 from hitgan.training.loop import Trainer
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -152,6 +152,6 @@ def test_a_killed_rank_ends_the_run_with_a_valid_checkpoint(tmp_path):
     assert proc.returncode != 0
     assert "lost contact with the others" in err and "--resume auto" in err, err[-3000:]
     path, _ = checkpoint.latest_valid(run)
-    resumed = Trainer(TrainConfig(data="mnist", out=str(run), batch=4, workers=0,
-                                  steps=100000, resume="auto"), progress=False)
+    resumed = Trainer(build_config({"data": "mnist", "out": str(run), "batch": 4, "workers": 0,
+                                    "steps": 100000, "resume": "auto"}), progress=False)
     assert resumed.resumed_from == path and resumed.step == int(path.name.split("-")[1]) >= 1

@@ -65,8 +65,8 @@ def test_non_finite_steps_are_skipped_then_the_run_stops(tmp_path, monkeypatch):
     trainer = Trainer(cfg, progress=False)
     real_g_loss = loop_module.g_loss
 
-    def poisoned(logits, kind):
-        loss = real_g_loss(logits, kind)
+    def poisoned(logits, kind, *real):
+        loss = real_g_loss(logits, kind, *real)
         return loss * float("nan") if trainer.step >= 2 else loss
 
     monkeypatch.setattr(loop_module, "g_loss", poisoned)
