@@ -101,7 +101,7 @@ def train_hitgan(name: str, overrides: dict[str, Any], args: argparse.Namespace,
     recipe = options.pop("recipe", None)  # None: hitgan's default for the preset
     cfg = build_config({"data": args.data, "preset": args.preset, "flip": args.flip,
                         "workers": args.workers, "seed": args.seed,
-                        "out": f"{workdir}/{len(marks)}-{name}", **options}, recipe=recipe)
+                        "out": f"{workdir}/{name}", **options}, recipe=recipe)
     trainer = Trainer(cfg, DistInfo(), progress=False)
     batches = iter(trainer.loader())
 
