@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hitgan.training.augment import cutout, diff_augment, translation
+from hitgan.training.augment import cutout, diff_augment, draw_cutout, translation
 from hitgan.training.ema import EMA
 from hitgan.training.losses import consistency_loss, d_loss, g_loss, r1_penalty, wgan_gp
 
@@ -72,21 +72,19 @@ def test_consistency_by_hand():
 
 def test_translation_moves_pixels_and_fills_zero():
     x = torch.arange(1.0, 17.0).view(1, 1, 4, 4)
-    gen = torch.Generator().manual_seed(0)
-    out = translation(x, gen, 1, slice(0, 1), ratio=0.5)  # shifts in [-2, 2]
-    gen = torch.Generator().manual_seed(0)
-    ty = torch.randint(-2, 3, (1,), generator=gen).item()
-    tx = torch.randint(-2, 3, (1,), generator=gen).item()
-    for i in range(4):
-        for j in range(4):
-            si, sj = i + ty, j + tx
-            expected = x[0, 0, si, sj] if 0 <= si < 4 and 0 <= sj < 4 else 0.0
-            assert out[0, 0, i, j] == expected
+    for ty in range(-2, 3):
+        for tx in range(-2, 3):
+            out = translation(x, {"shift_y": torch.tensor([ty]), "shift_x": torch.tensor([tx])})
+            for i in range(4):
+                for j in range(4):
+                    si, sj = i + ty, j + tx
+                    expected = x[0, 0, si, sj] if 0 <= si < 4 and 0 <= sj < 4 else 0.0
+                    assert out[0, 0, i, j] == expected
 
 
 def test_cutout_zeroes_a_square():
     x = torch.ones(64, 3, 16, 16)
-    out = cutout(x, torch.Generator().manual_seed(0), 64, slice(0, 64))
+    out = cutout(x, draw_cutout(torch.Generator().manual_seed(0), 64, 16, 16))
     zeros = (out[:, 0] == 0).sum(dim=(1, 2))
     assert zeros.max() == 64  # 8x8 when fully inside
     assert (zeros > 0).all() and (out[:, 0] == out[:, 2]).all()

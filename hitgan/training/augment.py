@@ -1,19 +1,31 @@
 """DiffAugment (Zhao et al., 2020) as in the official utils/diff_augment.py, on NCHW batches.
 
-Randomness comes from an explicit CPU ``torch.Generator``. Parameters are drawn for the whole
-global batch (``total`` images) and this process keeps ``rows``, so a run gives the same
-augmentations whatever the number of processes.
+Each operation is a pair: ``draw_*`` takes its random parameters for the whole global batch
+(``total`` images) from an explicit CPU ``torch.Generator``, in the official order of draws, and
+the operation applies them to this process's rows. So a run gives the same augmentations whatever
+the number of processes, and parameters drawn elsewhere (by the official code, in
+tests/test_official_step.py) can be replayed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
+Params = dict[str, torch.Tensor]  # one operation's parameters, one value per image
 
-def color(x: torch.Tensor, gen: torch.Generator, total: int, rows: slice) -> torch.Tensor:
-    brightness, saturation, contrast = (
-        torch.rand(total, 1, 1, 1, generator=gen)[rows].to(x) for _ in range(3))
+
+def draw_color(gen: torch.Generator, total: int, h: int, w: int) -> Params:
+    """Uniform [0, 1) factors: brightness adds factor - 0.5, saturation scales by 2 * factor,
+    contrast by factor + 0.5."""
+    return {k: torch.rand(total, generator=gen) for k in ("brightness", "saturation", "contrast")}
+
+
+def color(x: torch.Tensor, p: Params) -> torch.Tensor:
+    brightness, saturation, contrast = (p[k].to(x).view(-1, 1, 1, 1)
+                                        for k in ("brightness", "saturation", "contrast"))
     x = x + (brightness - 0.5)
     mean = x.mean(dim=1, keepdim=True)
     x = (x - mean) * (saturation * 2) + mean
@@ -21,29 +33,39 @@ def color(x: torch.Tensor, gen: torch.Generator, total: int, rows: slice) -> tor
     return (x - mean) * (contrast + 0.5) + mean
 
 
-def translation(x: torch.Tensor, gen: torch.Generator, total: int, rows: slice,
-                ratio: float = 0.125) -> torch.Tensor:
-    """Shift by up to ratio*size pixels along each axis; uncovered pixels become zero."""
-    b, _, h, w = x.shape
+def draw_translation(gen: torch.Generator, total: int, h: int, w: int, ratio: float = 0.125
+                     ) -> Params:
+    """Shifts of up to ratio * size pixels along each axis (height first, as the official)."""
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ty = torch.randint(-sh, sh + 1, (total,), generator=gen)[rows].to(x.device)
-    tx = torch.randint(-sw, sw + 1, (total,), generator=gen)[rows].to(x.device)
+    return {"shift_y": torch.randint(-sh, sh + 1, (total,), generator=gen),
+            "shift_x": torch.randint(-sw, sw + 1, (total,), generator=gen)}
+
+
+def translation(x: torch.Tensor, p: Params) -> torch.Tensor:
+    """Output pixel (i, j) of image b is input pixel (i + shift_y[b], j + shift_x[b]), zero
+    where that falls outside."""
+    b, _, h, w = x.shape
     # index into a 1-pixel zero-padded copy: 0 and size+1 are the zero border
-    ys = (torch.arange(h, device=x.device)[None] + ty[:, None] + 1).clamp(0, h + 1)  # (B, H)
-    xs = (torch.arange(w, device=x.device)[None] + tx[:, None] + 1).clamp(0, w + 1)  # (B, W)
+    ys = (torch.arange(h, device=x.device)[None] + p["shift_y"][:, None] + 1).clamp(0, h + 1)
+    xs = (torch.arange(w, device=x.device)[None] + p["shift_x"][:, None] + 1).clamp(0, w + 1)
     padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (B, H+2, W+2, C)
     batch = torch.arange(b, device=x.device)[:, None, None]
-    return padded[batch, ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
+    return padded[batch, ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
-def cutout(x: torch.Tensor, gen: torch.Generator, total: int, rows: slice,
-           ratio: float = 0.5) -> torch.Tensor:
-    """Zero a (ratio*size)^2 square centred at a random point, clipped at the borders."""
+def draw_cutout(gen: torch.Generator, total: int, h: int, w: int, ratio: float = 0.5
+                ) -> Params:
+    """Centres of the (ratio * size)^2 squares (height first, as the official)."""
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    return {"cutout_y": torch.randint(0, h + (1 - ch % 2), (total,), generator=gen),
+            "cutout_x": torch.randint(0, w + (1 - cw % 2), (total,), generator=gen)}
+
+
+def cutout(x: torch.Tensor, p: Params, ratio: float = 0.5) -> torch.Tensor:
+    """Zero a (ratio*size)^2 square centred at (cutout_y, cutout_x), clipped at the borders."""
     _, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    oy = torch.randint(0, h + (1 - ch % 2), (total,), generator=gen)[rows].to(x.device)
-    ox = torch.randint(0, w + (1 - cw % 2), (total,), generator=gen)[rows].to(x.device)
-    top, left = (oy - ch // 2)[:, None], (ox - cw // 2)[:, None]
+    top, left = (p["cutout_y"] - ch // 2)[:, None], (p["cutout_x"] - cw // 2)[:, None]
     ys, xs = torch.arange(h, device=x.device)[None], torch.arange(w, device=x.device)[None]
     in_y = (ys >= top) & (ys < top + ch)  # (B, H)
     in_x = (xs >= left) & (xs < left + cw)  # (B, W)
@@ -51,14 +73,30 @@ def cutout(x: torch.Tensor, gen: torch.Generator, total: int, rows: slice,
     return x * keep[:, None].to(x.dtype)
 
 
-AUGMENT_FNS = {"color": color, "translation": translation, "cutout": cutout}
+Draw = Callable[[torch.Generator, int, int, int], Params]
+AUGMENTS: dict[str, tuple[Draw, Callable[[torch.Tensor, Params], torch.Tensor]]] = {
+    "color": (draw_color, color),
+    "translation": (draw_translation, translation),
+    "cutout": (draw_cutout, cutout),
+}
+
+
+def draw(policy: str, gen: torch.Generator, total: int, size: tuple[int, int]) -> list[Params]:
+    """The parameters of the comma-separated ``policy`` for ``total`` images of ``size`` (H, W),
+    one entry per operation."""
+    return [AUGMENTS[name][0](gen, total, *size) for name in policy.split(",")]
+
+
+def apply(x: torch.Tensor, policy: str, params: list[Params], rows: slice) -> torch.Tensor:
+    """Apply ``policy`` with ``params`` (from ``draw``) to ``x``, rows ``rows`` of the batch."""
+    for name, p in zip(policy.split(","), params, strict=True):
+        x = AUGMENTS[name][1](x, {k: v[rows].to(x.device) for k, v in p.items()})
+    return x
 
 
 def diff_augment(x: torch.Tensor, policy: str, gen: torch.Generator, offset: int = 0,
                  total: int | None = None) -> torch.Tensor:
     """Apply the comma-separated ``policy``; ``x`` holds rows [offset, offset + B) of a global
     batch of ``total`` (default: just ``x``)."""
-    rows = slice(offset, offset + x.shape[0])
-    for name in policy.split(","):
-        x = AUGMENT_FNS[name](x, gen, total or x.shape[0], rows)
-    return x
+    params = draw(policy, gen, total or x.shape[0], (x.shape[2], x.shape[3]))
+    return apply(x, policy, params, slice(offset, offset + x.shape[0]))
