@@ -48,6 +48,7 @@ from hitgan.training.distributed import (
 )
 from hitgan.training.ema import EMA
 from hitgan.training.losses import consistency_loss, d_loss, g_loss, r1_penalty, wgan_gp
+from hitgan.training.optim import official_adam
 
 log = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,8 +74,8 @@ class Trainer:
         broadcast_module(self.D)
         self.ema = EMA(self.G, cfg.ema_decay, cfg.ema_start, cfg.ema_buffers)
         self.G_step = torch.compile(self.G) if cfg.compile else self.G  # D needs double backward
-        self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas=cfg.betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas=cfg.betas)
+        self.opt_g = official_adam(self.G.parameters(), cfg.lr_g, cfg.betas)
+        self.opt_d = official_adam(self.D.parameters(), cfg.lr_d, cfg.betas)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
         self.gen = torch.Generator().manual_seed(cfg.seed)  # identical on every process
         self.sample_z = torch.randn(64, self.G.config.latent_dim,
