@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from hitgan.data.dataset import BUILTIN, CROP_MODES, Preprocess
+from hitgan.export import TOLERANCE
 from hitgan.metrics.evaluate import METRICS as METRIC_KINDS
 from hitgan.models.config import PRESETS, get_preset
 from hitgan.runtime import cache_large_allocations
@@ -125,10 +126,15 @@ def cmd_generate(args: argparse.Namespace) -> None:
     keys = parse_seeds(args.interpolate) if args.interpolate else []
     if args.grid < 1:
         raise ValueError(f"--grid {args.grid}: must be >= 1 (images shown in grid.png)")
+    out = Path(args.out)
+    if out.suffix in (".gif", ".mp4"):
+        if seeds:
+            raise ValueError(f"--out {out}: a .gif/.mp4 file holds an --interpolate video "
+                             "alone; give --interpolate without --seeds, or --out a directory")
+        return _write_video(args, keys, out)
     G = _load_generator(args).eval()
     latent = G.config.latent_dim
     forward = inference_fn(G, args.precision, args.compile)
-    out = Path(args.out)
     start = time.perf_counter()
     record = {"model": args.model, "preset": None if args.model else args.preset,
               "init_seed": None if args.model else args.init_seed, "seeds": seeds,
@@ -157,6 +163,73 @@ def cmd_generate(args: argparse.Namespace) -> None:
         done.append(f"{len(frames)} interpolation frames and {video.name}")
     n = len(seeds) + (len(frames) if keys else 0)
     print(f"wrote {' and '.join(done)} to {out} ({n / record['seconds']:.1f} img/s)")
+
+
+def _write_video(args: argparse.Namespace, keys: list[int], path: Path) -> None:
+    """`hitgan generate --interpolate SEEDS --out x.mp4`: the interpolation video only."""
+    from hitgan.sampling import inference_fn, interpolation_path, save_animation, seed_latents
+
+    G = _load_generator(args).eval()
+    start = time.perf_counter()
+    z = interpolation_path(seed_latents(keys, G.config.latent_dim, args.trunc), args.frames,
+                           args.interp)
+    frames = _render(inference_fn(G, args.precision, args.compile), z, args.batch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_animation(frames, path, args.fps)
+    print(f"wrote {path}: {len(frames)} frames at {args.fps:g} fps "
+          f"({len(frames) / (time.perf_counter() - start):.1f} img/s)")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from hitgan.sampling import inference_fn
+    from hitgan.serve import Sampler, SamplerServer
+    from hitgan.training.recipe import fast_bf16
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    G = _load_generator(args).to(device).eval()
+    precision = args.precision
+    if precision == "auto":
+        bf16, found = fast_bf16(device)
+        precision = "bf16" if bf16 else "fp32"
+        print(f"precision {precision}: {found}")
+    forward = inference_fn(G, precision, args.compile)
+
+    def on_device(z: torch.Tensor) -> torch.Tensor:
+        return forward(z.to(device))
+
+    if args.compile:  # compile now, for one image and for a batch, not in the first requests
+        print("compiling the generator (torch.compile) ...")
+        with torch.inference_mode():
+            for n in (1, 2):
+                on_device(torch.zeros(n, G.config.latent_dim))
+    info = {"model": args.model or f"random {args.preset} (init seed {args.init_seed})",
+            "resolution": G.config.resolution, "channels": G.config.out_channels,
+            "precision": precision, "compile": args.compile, "device": str(device)}
+    server = SamplerServer((args.host, args.port), Sampler(on_device, G.config.latent_dim, info))
+    print(f"serving {info['model']} on {server.url} (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hitgan.export import export_onnx, max_difference, onnx_session
+
+    seeds = parse_seeds(args.check_seeds)
+    G = _load_generator(args).eval()
+    path = export_onnx(G, args.out)
+    diff = max_difference(onnx_session(path), G, seeds)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, dynamic batch); onnxruntime "
+          f"vs PyTorch on seeds {args.check_seeds}: max abs difference {diff:.2e}")
+    if not diff <= args.tolerance:
+        print(f"hitgan: error: {path}: max abs difference {diff:.2e} is above --tolerance "
+              f"{args.tolerance:g}; the ONNX graph does not compute the generator's function",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def _preprocess(args: argparse.Namespace, resolution: int) -> Preprocess:
@@ -340,6 +413,15 @@ def _recalibrate_arg(p: argparse.ArgumentParser) -> None:
                    "keep the moving averages, as the official code)")
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="a generator from save_pretrained, a training checkpoint "
+                   "directory, or a run directory (its newest checkpoint; G_ema)")
+    _recalibrate_arg(p)
+    p.add_argument("--preset", default="hit-tiny-32", choices=sorted(PRESETS),
+                   help="without --model: a randomly initialised preset")
+    p.add_argument("--init-seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hitgan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -351,12 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("generate", help="images for given seeds and a grid; interpolations")
-    p.add_argument("--model", help="a generator from save_pretrained, a training checkpoint "
-                   "directory, or a run directory (its newest checkpoint; G_ema)")
-    _recalibrate_arg(p)
-    p.add_argument("--preset", default="hit-tiny-32", choices=sorted(PRESETS),
-                   help="without --model: sample a randomly initialised preset")
-    p.add_argument("--init-seed", type=int, default=0)
+    _model_args(p)
     p.add_argument("--seeds", help="e.g. 0-63 or 1,5,9 (default 0-15 unless --interpolate)")
     p.add_argument("--trunc", type=float, help="truncation threshold: redraw latent entries "
                    "with |z| > TRUNC (BigGAN), e.g. 0.7; default: untruncated")
@@ -375,8 +452,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile with weight freezing (slow first call; pays off from "
                    "tens of batches on)")
-    p.add_argument("--out", default="out/generate")
+    p.add_argument("--out", default="out/generate", help="a directory; or a .gif/.mp4 file "
+                   "for the --interpolate video alone")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("serve", help="a local web page to explore a generator")
+    _model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this "
+                   "machine only)")
+    p.add_argument("--port", type=int, default=8000, help="0: a free port (printed)")
+    p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                   help="auto: bf16 where the CPU has AMX/AVX512-BF16 (or a CUDA GPU does)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile with weight freezing (compiled before serving)")
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="the generator as ONNX, checked with onnxruntime")
+    _model_args(p)
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--check-seeds", default="0-3", metavar="SEEDS",
+                   help="compare onnxruntime with PyTorch on these seeds")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help="max abs difference allowed (fp32)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("stats", help="Inception statistics of a dataset, for FID/KID/PR")
     p.add_argument("dataset", help=f"a folder, a .zip, or one of {BUILTIN}")

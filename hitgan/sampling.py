@@ -82,8 +82,8 @@ def save_animation(frames: np.ndarray, path: Path, fps: float) -> None:
     try:
         import imageio.v3 as iio
     except ImportError as e:
-        raise ImportError("--video mp4 needs imageio with an ffmpeg plugin: "
-                          "pip install 'imageio[ffmpeg]'; or use --video gif") from e
+        raise ImportError("MP4 video needs imageio with an ffmpeg plugin: pip install "
+                          "'hitgan[video]' (imageio, imageio-ffmpeg); or write a GIF") from e
     iio.imwrite(path, frames, fps=fps)
 
 

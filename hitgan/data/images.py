@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -35,3 +36,10 @@ def make_grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.n
 def save_image(arr: np.ndarray, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     _pil(arr).save(path)
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """(H, W, C) uint8 -> the bytes of a PNG file."""
+    buffer = io.BytesIO()
+    _pil(arr).save(buffer, format="PNG")
+    return buffer.getvalue()

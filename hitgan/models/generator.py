@@ -82,9 +82,10 @@ class HiTGenerator(nn.Module):
 
         CPU inference runs in chunks whose largest activation stays near ``EVAL_CHUNK_BYTES``:
         the high-resolution MLP stages are memory-bound, and in eval mode (BatchNorm with
-        running statistics) samples are independent, so the function is unchanged.
+        running statistics) samples are independent, so the function is unchanged. An exported
+        graph (ONNX, a dynamic batch) has no chunks.
         """
-        if not self.training and z.device.type == "cpu":
+        if not self.training and z.device.type == "cpu" and not torch.compiler.is_exporting():
             chunk = max(1, EVAL_CHUNK_BYTES // self._activation_bytes_per_image)
             if z.shape[0] > chunk:
                 return torch.cat([self._forward(c) for c in z.split(chunk)])
