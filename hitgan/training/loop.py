@@ -254,7 +254,7 @@ class Trainer:
                         f"the last good checkpoint in {checkpoint.checkpoint_dir(self.run_dir)}"
                         " is intact; lower the learning rate or use --precision fp32")
                 if main and self.step % cfg.sample_every == 0:
-                    self.save_samples()
+                    self.save_samples(writer)
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     self._evaluate(writer)
                 if self.step % cfg.checkpoint_every == 0 and self.nonfinite == 0:
@@ -263,7 +263,7 @@ class Trainer:
             if self.step != last_saved:  # finished or stopped by a signal
                 self.save_checkpoint()
             if main:
-                self.save_samples()
+                self.save_samples(writer)
         except RuntimeError as e:
             if self.info.world == 1 or not is_peer_failure(e):
                 raise
@@ -323,11 +323,16 @@ class Trainer:
         return G.recalibrate_batchnorm(self.cfg.bn_recalibrate, seed=self.cfg.seed).eval()
 
     @torch.no_grad()
-    def save_samples(self) -> Path:
+    def save_samples(self, writer: Any = None) -> Path:
+        """The grid of the fixed sample latents to samples/, and as the image ``samples`` of
+        TensorBoard's writer when there is one."""
         G = self.sampling_generator()
         images = torch.cat([G(z.to(self.info.device)) for z in self.sample_z.split(16)])
         path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
-        save_image(make_grid(to_uint8(images)), path)
+        grid = make_grid(to_uint8(images))  # (H, W, C) uint8
+        save_image(grid, path)
+        if writer is not None:
+            writer.add_image("samples", grid, self.step, dataformats="HWC")
         return path
 
     def _evaluate(self, writer: Any) -> None:
@@ -458,6 +463,7 @@ def _tensorboard(run_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        log.info("tensorboard not installed: scalars go to %s only", run_dir / "log.jsonl")
+        log.info("tensorboard not installed: scalars go to %s and sample grids to %s only",
+                 run_dir / "log.jsonl", run_dir / "samples")
         return None
     return SummaryWriter(str(run_dir / "tb"))
