@@ -222,7 +222,9 @@ def browser(tmp_path):
 
 def test_page_in_headless_chromium(browser, model_dir, tmp_path):
     """`hitgan serve` on a free loopback port; the page renders the grid, the truncation slider
-    changes the image, and a bad seed shows the server's message."""
+    changes the image (and the download's name), a click on the grid opens that seed, and a bad
+    seed shows the server's message."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -246,6 +248,14 @@ def test_page_in_headless_chromium(browser, model_dir, tmp_path):
         assert browser.find_element(By.ID, "trunc-value").text == "0.10"
         assert browser.execute_script(PIXELS, image) != before
         assert browser.find_element(By.ID, "image-error").text == ""
+        download = browser.find_element(By.ID, "download")
+        assert download.get_attribute("download") == "seed0-trunc0.1.png"
+        assert download.get_attribute("href") == image.get_attribute("src")
+
+        # a click on the grid's second row, second column opens seed 5 (4 columns, 2x on screen)
+        ActionChains(browser).move_to_element_with_offset(grid, -34, -34).click().perform()
+        loaded("image", "seed=5&trunc=0.1")
+        assert browser.find_element(By.ID, "seed").get_attribute("value") == "5"
 
         seed = browser.find_element(By.ID, "seed")
         seed.clear()
