@@ -208,6 +208,27 @@ def test_recalibrate_batchnorm_sets_exact_statistics():
     assert G.token_norm.bn.momentum == 0.01 and not G.training
 
 
+@pytest.mark.parametrize("preset", ["hit-tiny-32", "hit-small-64"])  # one and two SkipToRGBs
+def test_match_output_statistics(preset):
+    torch.manual_seed(0)
+    G = HiTGenerator(PRESETS[preset].generator).eval()
+    before = [b.clone() for b in G.buffers()]
+    mean, std = torch.tensor([-0.8, 0.1, 0.3]), torch.tensor([0.55, 0.4, 0.2])
+    G.match_output_statistics(mean, std, batch_size=16, seed=3)
+    assert not G.training
+    assert all(torch.equal(a, b) for a, b in zip(before, G.buffers(), strict=True))
+    z = torch.randn(16, G.config.latent_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = G.train()(z)  # the same batch: matched exactly
+    torch.testing.assert_close(out.mean((0, 2, 3)), mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.std((0, 2, 3)), std, atol=1e-5, rtol=1e-4)
+    if preset == "hit-tiny-32":  # new latents: close
+        with torch.no_grad():
+            other = G(torch.randn(128, G.config.latent_dim))
+        torch.testing.assert_close(other.mean((0, 2, 3)), mean, atol=0.05, rtol=0)
+        torch.testing.assert_close(other.std((0, 2, 3)), std, atol=0, rtol=0.15)
+
+
 def test_cpu_inference_chunks_do_not_change_the_output(monkeypatch):
     import hitgan.models.generator as generator_module
 

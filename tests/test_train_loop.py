@@ -303,3 +303,29 @@ def test_small_budget_options_train(tmp_path):
     assert record["discriminator"]["channels"] == [32, 64, 128, 128]
     resumed = Trainer(_cfg(tmp_path, steps=4, d_width=0.5, resume="auto"), progress=False)
     assert resumed.step == 4
+
+
+def test_output_init_from_the_data(tmp_path):
+    """--output-init data: G's first images have the training images' per-channel mean and
+    std (measured the same way), G_ema starts from the same weights, and a resume keeps the
+    trained weights rather than re-initialising them."""
+    trainer = Trainer(_cfg(tmp_path, steps=2, bcr=False, output_init="data",
+                           checkpoint_every=2), progress=False)
+    mean, std = trainer.data_statistics()
+    assert mean.max() < -0.5  # the digits: mostly black background
+    z = torch.randn(256, trainer.G.config.latent_dim,
+                    generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = trainer.G.train()(z)
+    torch.testing.assert_close(out.mean((0, 2, 3)), mean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.std((0, 2, 3)), std, atol=1e-4, rtol=1e-3)
+    for a, b in zip(trainer.G.parameters(), trainer.ema.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    plain = Trainer(_cfg(tmp_path / "plain", steps=2, bcr=False), progress=False)
+    with torch.no_grad():
+        assert plain.G.train()(z).std() < 0.2  # the official init: near grey
+    trainer.run()
+    trained = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    resumed = Trainer(_cfg(tmp_path, steps=2, bcr=False, output_init="data", resume="auto"),
+                      progress=False)
+    assert all(torch.equal(v, resumed.G.state_dict()[k]) for k, v in trained.items())

@@ -146,3 +146,39 @@ class HiTGenerator(nn.Module):
             for m, (sync, momentum) in zip(norms, saved, strict=True):
                 m.sync, m.bn.momentum = sync, momentum
         return self.train(was_training)
+
+    @torch.no_grad()
+    def match_output_statistics(self, mean: torch.Tensor, std: torch.Tensor,
+                                batch_size: int = 256, seed: int = 0) -> HiTGenerator:
+        """Data-dependent initialisation of the output (Glow's ActNorm, applied once).
+
+        With the official truncated-normal(0.02) init the image starts near grey with a
+        standard deviation of about 0.05; Adam then needs on the order of 1 / lr steps to grow
+        each channel's offset and scale to the data's (MNIST: mean -0.8, std 0.55), which is
+        most of a short run. This rescales every SkipToRGB projection by ``std / current std``
+        (the image is linear in them, so the whole image scales) and shifts the last one's bias,
+        so that for one batch of random latents in training mode each output channel has
+        ``mean`` and ``std`` (per channel, shape (out_channels,)). BatchNorm statistics are
+        left as they were; like ``recalibrate_batchnorm`` this is local work (no collective).
+        """
+        rgbs = [stage.to_rgb for stage in self.stages if stage.to_rgb is not None]
+        norms = [m for m in self.modules() if isinstance(m, BatchNormLast)]
+        device = next(self.parameters()).device
+        saved, syncs = [b.clone() for b in self.buffers()], [m.sync for m in norms]
+        was_training = self.training
+        for m in norms:
+            m.sync = False
+        z = torch.randn(batch_size, self.config.latent_dim,
+                        generator=torch.Generator().manual_seed(seed)).to(device)
+        out = self.train()(z)  # (B, out, R, R)
+        for b, s in zip(self.buffers(), saved, strict=True):
+            b.copy_(s)
+        for m, sync in zip(norms, syncs, strict=True):
+            m.sync = sync
+        self.train(was_training)
+        gain = std.to(out) / out.std((0, 2, 3)).clamp_min(1e-8)  # (out,)
+        for rgb in rgbs:
+            rgb.proj.weight.mul_(gain[:, None])
+            rgb.proj.bias.mul_(gain)
+        rgbs[-1].proj.bias.add_(mean.to(out) - gain * out.mean((0, 2, 3)))
+        return self

@@ -29,6 +29,7 @@ from hitgan.training.recipe import AUTO_BELOW, Choice, auto_recipe, describe_cho
 PENALTIES = ("r1", "r1+r2", "wgan", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUGMENTS = ("color", "translation", "cutout")
+OUTPUT_INITS = ("official", "data")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class TrainConfig:
     # discriminator channels relative to the preset's (every layer, rounded; StyleGAN2-ADA's
     # cbase in spirit): 0.5 keeps a quarter of D's FLOPs. 1 = the preset (official) D.
     d_width: float = 1.0
+    # "official": truncated-normal(0.02) output layers (the image starts grey, std ~0.05);
+    # "data": then rescale/shift them once so the first images have the data's per-channel
+    # mean and std (HiTGenerator.match_output_statistics)
+    output_init: str = "official"
     compile: bool = False
     seed: int = 0
     deterministic: bool = False  # torch deterministic algorithms (bitwise resume on CPU)
@@ -112,7 +117,8 @@ class TrainConfig:
                                      ("penalty", self.penalty, PENALTIES),
                                      ("precision", self.precision, PRECISIONS),
                                      ("crop", self.crop, CROP_MODES),
-                                     ("ema_buffers", self.ema_buffers, ("average", "copy"))):
+                                     ("ema_buffers", self.ema_buffers, ("average", "copy")),
+                                     ("output_init", self.output_init, OUTPUT_INITS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r}: use one of {allowed}")
         bad = [p for p in self.augment.split(",") if p not in AUGMENTS]

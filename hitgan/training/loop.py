@@ -89,7 +89,18 @@ class Trainer:
         self.stop_requested = False
         self._reference: Any = None
         self._extractor: Any = None
+        if cfg.output_init == "data":  # a resumed run then loads its own weights over these
+            self.G.match_output_statistics(*self.data_statistics(), seed=cfg.seed)
+            self.ema.model.load_state_dict(self.G.state_dict())
         self.resumed_from = self._resume() if cfg.resume else None
+
+    def data_statistics(self, images: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of a seeded random subset of the training images (every
+        process draws the same subset)."""
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        pick = torch.randperm(len(self.dataset), generator=gen)[:images].tolist()
+        reals = torch.stack([self.dataset[i] for i in pick])  # (N, C, R, R) in [-1, 1]
+        return reals.mean((0, 2, 3)), reals.std((0, 2, 3))
 
     # ---- one step -----------------------------------------------------------------------
     def _autocast(self, enabled: bool = True):
