@@ -74,10 +74,28 @@ def clock(kind: str) -> Any:
     return lambda: time.process_time() / threads
 
 
+def clock_label(args: argparse.Namespace) -> str:
+    kind = "wall clock" if args.clock == "wall" else "CPU time / threads"
+    return kind + (f", {args.threads} thread{'s' * (args.threads > 1)}" if args.threads else "")
+
+
 def _train(name: str, step: Any, batch: int, budget_s: float, marks: list[float],
-           snapshot: Any, now: Any) -> tuple[int, float, list[tuple[float, int, Any]]]:
-    """Call ``step()`` until ``budget_s`` seconds of it (by the clock ``now``) have passed;
-    ``snapshot()`` at each mark. Returns steps, seconds and [(seconds, step, snapshot)]."""
+           snapshot: Any, args: argparse.Namespace
+           ) -> tuple[int, float, list[tuple[float, int, Any]]]:
+    """Call ``step()`` until ``budget_s`` seconds of it (by ``--clock``, on ``--threads``) have
+    passed; ``snapshot()`` at each mark. Returns steps, seconds and [(seconds, step, snapshot)].
+    """
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _timed_steps(name, step, batch, budget_s, marks, snapshot, clock(args.clock))
+    finally:
+        torch.set_num_threads(threads)  # scoring uses the whole machine
+
+
+def _timed_steps(name: str, step: Any, batch: int, budget_s: float, marks: list[float],
+                 snapshot: Any, now: Any) -> tuple[int, float, list[tuple[float, int, Any]]]:
     steps, spent, snaps, todo = 0, 0.0, [], list(marks)
     report = time.perf_counter()
     while todo:
@@ -113,7 +131,7 @@ def train_hitgan(name: str, overrides: dict[str, Any], args: argparse.Namespace,
 
     _progress(f"{name}: training for {args.minutes} min ({cfg.to_dict()})")
     steps, spent, snaps = _train(name, step, cfg.batch, args.minutes * 60, marks, snapshot,
-                                 clock(args.clock))
+                                 args)
     run = Run(name, cfg.to_dict(), cfg.batch, steps, spent)
     return run, trainer, snaps
 
@@ -142,7 +160,7 @@ def train_baseline(args: argparse.Namespace, marks: list[float]) -> tuple[Run, A
 
     _progress(f"{BASELINE}: training for {args.minutes} min ({asdict(cfg)})")
     steps, spent, snaps = _train(BASELINE, step, cfg.batch, args.minutes * 60, marks, snapshot,
-                                 clock(args.clock))
+                                 args)
     return Run(BASELINE, asdict(cfg), cfg.batch, steps, spent), trainer, snaps
 
 
@@ -180,7 +198,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
-def plot(runs: list[Run], path: Path, title: str) -> None:
+def plot(runs: list[Run], path: Path, title: str, xlabel: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,7 +208,7 @@ def plot(runs: list[Run], path: Path, title: str) -> None:
     for run in runs:
         ax.plot([p["minutes"] for p in run.points], [p["fid"] for p in run.points], "o-",
                 label=run.name)
-    ax.set(xlabel="training minutes (wall clock, this machine)", ylabel="FID", title=title,
+    ax.set(xlabel=xlabel, ylabel="FID", title=title,
            yscale="log")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -225,12 +243,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="budget by wall clock, or by CPU time / threads (an idle machine's "
                    "minutes: fair when other work shares the machine)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads while training (0: torch's default). With --clock cpu, "
+                   "1 thread makes each run's time immune to other work on the machine "
+                   "(several threads spin-wait, and that counts as CPU time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/quality", help="JSON, table and plot go here")
     args = p.parse_args(argv)
     for name in ("minutes",):
         if getattr(args, name) <= 0:
             p.error(f"--{name} {getattr(args, name)}: must be > 0")
+    if args.threads < 0:
+        p.error(f"--threads {args.threads}: must be >= 0 (0: torch's default)")
     for name in ("points", "fid_samples", "curve_samples"):
         if getattr(args, name) < (2 if "samples" in name else 1):
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: too small")
@@ -271,7 +295,8 @@ def main(argv: list[str] | None = None) -> list[Run]:
             score(run, load_baseline, snaps, reference, extractor, args)
             runs.append(run)
     print(describe(info))
-    print(f"data {args.data} at {res}px, reference {described}; each run {args.minutes} min\n")
+    print(f"data {args.data} at {res}px, reference {described}; each run {args.minutes} min "
+          f"({clock_label(args)})\n")
     header = ["run", "steps", "images", "img/s"] + [
         f"FID @ {p['minutes']:.1f} min" for p in runs[0].points]
     rows = [[r.name, r.steps, r.images, f"{r.images_per_s:.1f}"]
@@ -287,7 +312,8 @@ def main(argv: list[str] | None = None) -> list[Run]:
          "reference": described,
          "runs": [{**asdict(r), "images": r.images, "images_per_s": r.images_per_s}
                   for r in runs]}, indent=2))
-    plot(runs, out / f"{stem}.png", f"{args.preset} on {args.data}, {args.minutes:g} min each")
+    plot(runs, out / f"{stem}.png", f"{args.preset} on {args.data}, {args.minutes:g} min each",
+         f"training minutes ({clock_label(args)}, this machine)")
     print(f"wrote {out / stem}.json and .png")
     return runs
 

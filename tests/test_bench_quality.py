@@ -36,7 +36,9 @@ def test_smoke(tmp_path, capsys):
         arr = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(i)) * 255
         Image.fromarray(arr.to(torch.uint8).numpy()).save(data / f"{i}.png")
     out = tmp_path / "out"
+    threads = torch.get_num_threads()
     runs = quality.main(["--data", str(data), "--minutes", "0.03", "--points", "1",
+                         "--clock", "cpu", "--threads", "1",
                          "--fid-samples", "4", "--cache-dir",
                          str(tmp_path / "cache"), "--out", str(out),
                          "--variant", "fast:penalty_every=4,d_width=0.5,batch=4"])
@@ -49,4 +51,6 @@ def test_smoke(tmp_path, capsys):
     record = json.loads((out / f"{stem}.json").read_text())
     assert [r["name"] for r in record["runs"]] == ["fast", quality.BASELINE]
     assert (out / f"{stem}.png").stat().st_size > 0
-    assert "FID-4 after 0.03 min: fast" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "FID-4 after 0.03 min: fast" in printed and "(CPU time / threads, 1 thread)" in printed
+    assert torch.get_num_threads() == threads  # restored for scoring and after
