@@ -72,6 +72,7 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     report: list[str] = []
     cfg = build_config({"preset": "hit-tiny-32", "data": "mnist"}, report=report)
     assert (cfg.precision, cfg.penalty_every, cfg.d_width, cfg.batch) == ("fp32", 16, 0.25, 16)
+    assert (cfg.output_init, cfg.ema_decay) == ("data", 0.0)
     options = [line.split("=")[0] for line in report]
     assert options == [f"auto: {c.option}" for c in recipe.auto_recipe(
         "hit-tiny-32", torch.device("cpu"))]
@@ -83,6 +84,7 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     assert any("[overridden: d_width=1.0]" in line for line in report)
     official = build_config({"data": "mnist"}, recipe="official")
     assert (official.penalty_every, official.penalty_cost, official.d_width) == (1, 10.0, 1.0)
+    assert official.output_init == "official"
     assert build_config({"preset": "hit-b-128"}, recipe="auto", report=(r := [])).d_width == 1
     assert r == []  # 128 px and up: the official recipe
     with pytest.raises(ValueError, match="--recipe 'fast'"):
