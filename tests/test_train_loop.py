@@ -205,14 +205,18 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         err = (b["grads"][k] - g).norm().item()
         assert err <= 2e-2 * g.norm().item() or err <= 1e-4 * scale[k[0]] * g.numel() ** 0.5, (
             k, err, g.norm().item())
-    # Adam's first step is ~lr * sign(grad): compare updates where the gradient is clearly
-    # non-zero (key biases, for one, get an exactly-zero gradient in exact arithmetic)
+    # Adam's first step is lr * g / (|g| + eps), eps = 1e-6 at step 1 (Keras's epsilon; see
+    # training/optim.py), so where |g| is near eps the update follows the gradient's own noise.
+    # Compare updates where the gradient is clearly non-zero (key biases, for one, get an
+    # exactly-zero gradient in exact arithmetic) and the two runs' gradients agree to 1% (the
+    # few that differ more were bounded by the norm check above).
     for name, module in (("G", a["G"]), ("D", a["D"])):
         params = [k for k, v in module.items() if v.is_floating_point()
                   and not k.endswith(("running_mean", "running_var"))]
         for i, k in enumerate(params):
             g = a["grads"][f"{name}.{i}"]
-            mask = g.abs() > 1e-5
+            g2 = b["grads"][f"{name}.{i}"]
+            mask = (g.abs() > 1e-5) & ((g2 - g).abs() <= 1e-2 * g.abs())
             torch.testing.assert_close(b[name][k][mask], module[k][mask], rtol=0, atol=1e-6,
                                        msg=f"{name}.{k}")
         for k in module:
