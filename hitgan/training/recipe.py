@@ -64,12 +64,6 @@ def auto_recipe(preset: str, device: torch.device) -> list[Choice]:
         Choice("batch", 16,
                "more, smaller steps: FID-1k 292 against 330 at batch 32 after 3 minutes "
                "(half-width D; docs/training.md)"),
-        Choice("output_init", "data",
-               "start the image at the data's per-channel mean and std instead of grey: FID-500 "
-               "142 against 217 after 6 CPU-minutes (docs/training.md)"),
-        Choice("ema_decay", 0.0,
-               "no weight averaging in a short run: G is still moving fast, and its EMA "
-               "(half-life 1.1k images) scored FID-500 186 against G's own 142"),
     ]
     return choices
 
