@@ -7,6 +7,9 @@ resolution), and pixel-shuffles up to the next stage. MLP-only stages emit RGB t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -130,22 +133,36 @@ class HiTGenerator(nn.Module):
         norms = [m for m in self.modules() if isinstance(m, BatchNormLast)]
         if not norms or batches < 1:
             return self
-        was_training = self.training
-        saved = [(m.sync, m.bn.momentum) for m in norms]
-        for m in norms:
-            m.sync = False
-            m.bn.reset_running_stats()
-            m.bn.momentum = None  # cumulative average
+        momenta = [m.bn.momentum for m in norms]
         gen = torch.Generator().manual_seed(seed)
         device = next(self.parameters()).device
+        with self._local_training_mode():
+            try:
+                for m in norms:
+                    m.bn.reset_running_stats()
+                    m.bn.momentum = None  # cumulative average
+                for _ in range(batches):
+                    self(torch.randn(batch_size, self.config.latent_dim, generator=gen).to(device))
+            finally:
+                for m, momentum in zip(norms, momenta, strict=True):
+                    m.bn.momentum = momentum
+        return self
+
+    @contextmanager
+    def _local_training_mode(self) -> Iterator[None]:
+        """Training mode with synchronised BatchNorm off (local work, no collective); the
+        previous mode and sync settings come back after."""
+        norms = [m for m in self.modules() if isinstance(m, BatchNormLast)]
+        was_training, syncs = self.training, [m.sync for m in norms]
+        for m in norms:
+            m.sync = False
         self.train()
         try:
-            for _ in range(batches):
-                self(torch.randn(batch_size, self.config.latent_dim, generator=gen).to(device))
+            yield
         finally:
-            for m, (sync, momentum) in zip(norms, saved, strict=True):
-                m.sync, m.bn.momentum = sync, momentum
-        return self.train(was_training)
+            for m, sync in zip(norms, syncs, strict=True):
+                m.sync = sync
+            self.train(was_training)
 
     @torch.no_grad()
     def match_output_statistics(self, mean: torch.Tensor, std: torch.Tensor,
@@ -162,20 +179,14 @@ class HiTGenerator(nn.Module):
         left as they were; like ``recalibrate_batchnorm`` this is local work (no collective).
         """
         rgbs = [stage.to_rgb for stage in self.stages if stage.to_rgb is not None]
-        norms = [m for m in self.modules() if isinstance(m, BatchNormLast)]
         device = next(self.parameters()).device
-        saved, syncs = [b.clone() for b in self.buffers()], [m.sync for m in norms]
-        was_training = self.training
-        for m in norms:
-            m.sync = False
+        saved = [b.clone() for b in self.buffers()]
         z = torch.randn(batch_size, self.config.latent_dim,
                         generator=torch.Generator().manual_seed(seed)).to(device)
-        out = self.train()(z)  # (B, out, R, R)
+        with self._local_training_mode():
+            out = self(z)  # (B, out, R, R)
         for b, s in zip(self.buffers(), saved, strict=True):
             b.copy_(s)
-        for m, sync in zip(norms, syncs, strict=True):
-            m.sync = sync
-        self.train(was_training)
         gain = std.to(out) / out.std((0, 2, 3)).clamp_min(1e-8)  # (out,)
         for rgb in rgbs:
             rgb.proj.weight.mul_(gain[:, None])
