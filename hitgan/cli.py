@@ -369,8 +369,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         print(f"hitgan: training stopped: {e}", file=sys.stderr)
         return 3
-    except PeerLost as e:
-        print(f"hitgan: training stopped: {e}", file=sys.stderr)
+    except PeerLost:  # the trainer has logged why and how to resume
         return 4
     finally:
         close_distributed()

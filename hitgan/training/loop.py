@@ -282,11 +282,15 @@ class Trainer:
             where = (f"the newest complete checkpoint, {found[0]}, is valid" if found else
                      f"process 0 keeps the checkpoints in {checkpoint.checkpoint_dir(self.run_dir)}"
                      if not main else "no checkpoint had been completed yet")
-            raise PeerLost(
+            lost = PeerLost(
                 f"process {self.info.rank} of {self.info.world} lost contact with the others "
                 f"at step {self.step} (a process died, or its node went down): "
                 f"{str(e).splitlines()[0][:200]}; {where}. Run the same command with "
-                "--resume auto to continue.") from e
+                "--resume auto to continue.")
+            # Said here, while our signal handler still stands: a launcher that saw the other
+            # process die sends SIGTERM, which must not end this one before the message is out.
+            log.error("training stopped: %s", lost)
+            raise lost from e
         finally:
             bar.close()
             for s, handler in previous.items():
