@@ -41,10 +41,15 @@ class GeneratorConfig:
     initial_size: int = 8  # z -> Linear -> initial_size x initial_size token grid
     latent_tokens: int = 16  # z -> Linear -> this many tokens, keys/values of cross-attention
     mlp_ratio: int = 4  # hidden width of every MLP block, as a multiple of the stage width
+    # class-conditional with this many classes (a learned class embedding joins z); 0 = the
+    # unconditional official model, unchanged
+    num_classes: int = 0
+    class_names: tuple[str, ...] = ()  # optional, one per class: what the labels mean
 
     def __post_init__(self) -> None:
-        for name in ("layers", "widths", "heads", "patch_sizes"):
+        for name in ("layers", "widths", "heads", "patch_sizes", "class_names"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        _check_classes(self.num_classes, self.class_names)
         for name in ("resolution", "latent_dim", "out_channels", "initial_size",
                      "latent_tokens", "mlp_ratio"):
             _check_positive(name, getattr(self, name))
@@ -115,6 +120,18 @@ class GeneratorConfig:
         return cls(**_known_fields(cls, data))
 
 
+def _check_classes(num_classes: int, class_names: tuple[str, ...]) -> None:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        _fail("num_classes", num_classes, "must be an integer >= 0 (0: unconditional)")
+    if num_classes == 1:
+        _fail("num_classes", num_classes, "one class is no condition; use 0 (unconditional) "
+              "or label the data with two or more classes")
+    if class_names and len(class_names) != num_classes:
+        _fail("class_names", class_names, f"give one name per class ({num_classes}), or none")
+    if not all(isinstance(c, str) for c in class_names):
+        _fail("class_names", class_names, "must be strings")
+
+
 # The official channel table of StyleGANDiscriminator: channels at each resolution.
 def official_channels(resolution: int, multiplier: int) -> int:
     return 512 if resolution <= 32 else 16384 * multiplier // resolution
@@ -133,10 +150,13 @@ class DiscriminatorConfig:
     minibatch_stddev: bool = False  # append the minibatch standard deviation channel
     stddev_group: int = 4
     in_channels: int = 3
+    # class-conditional: a projection discriminator over this many classes; 0 = unconditional
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         if self.channels is not None:
             object.__setattr__(self, "channels", tuple(self.channels))
+        _check_classes(self.num_classes, ())
         for name in ("resolution", "channel_multiplier", "stddev_group", "in_channels"):
             _check_positive(name, getattr(self, name))
         r = self.resolution

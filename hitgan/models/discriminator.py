@@ -2,6 +2,12 @@
 
 NCHW in, one logit per image out. Plain layers use Keras' default init (Glorot uniform kernels,
 zero biases); with ``equalized_lr`` weights are N(0, 1) and scaled at run time (StyleGAN2).
+
+Class-conditional (``num_classes > 0``): a projection discriminator (Miyato & Koyama, "cGANs
+with Projection Discriminator", ICLR 2018): logit = out(h) + <embed(y), h> / sqrt(C) with h the
+(B, C) features before the last layer. The 1/sqrt(C) scale and the N(0, 1) embedding are
+StyleGAN2-ADA's (its ``cmap`` projection), so the inner product starts at the scale of out(h).
+``num_classes=0`` builds exactly the unconditional model.
 """
 
 from __future__ import annotations
@@ -128,14 +134,23 @@ class StyleGANDiscriminator(nn.Module):
         # The official Flatten reads NHWC; the converter permutes this kernel to NCHW order.
         self.fc = Dense(c4 * 16, c4, equalized=eq)
         self.out = Dense(c4, 1, equalized=eq)
+        self.class_embed = nn.Embedding(cfg.num_classes, c4) if cfg.num_classes else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, C, R, R), in [-1, 1] -> logits (B, 1)."""
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """images (B, C, R, R), in [-1, 1], and for a conditional D labels (B,) -> logits
+        (B, 1)."""
+        if (labels is None) != (self.class_embed is None):
+            raise ValueError(f"discriminator with num_classes={self.config.num_classes}: "
+                             + ("pass labels (B,) with the images" if labels is None else
+                                "it is unconditional, call it without labels"))
         x = F.leaky_relu(self.stem(images), SLOPE)
         for block in self.blocks:
             x = block(x)  # (B, C_r, r, r) -> (B, C_{r/2}, r/2, r/2)
         if self.stddev is not None:
             x = self.stddev(x)
         x = F.leaky_relu(self.final_conv(x), SLOPE)  # (B, C4, 4, 4)
-        x = F.leaky_relu(self.fc(x.flatten(1)), SLOPE)
-        return self.out(x)
+        x = F.leaky_relu(self.fc(x.flatten(1)), SLOPE)  # (B, C4)
+        if self.class_embed is None:
+            return self.out(x)
+        projection = (self.class_embed(labels).to(x.dtype) * x).sum(1, keepdim=True)  # (B, 1)
+        return self.out(x) + projection * (1 / math.sqrt(x.shape[1]))

@@ -3,6 +3,14 @@
 z -> Linear -> 8x8 grid, and z -> 16 latent tokens. Each stage adds a position embedding, runs a
 cross-attention block on the tokens, then multi-axis blocks (low resolution) or MLP blocks (high
 resolution), and pixel-shuffles up to the next stage. MLP-only stages emit RGB through SkipToRGB.
+
+Class-conditional (``num_classes > 0``; the paper and the official code are unconditional): a
+learned embedding of the label, scaled to unit second moment, is concatenated to z before the
+two input projections, as StyleGAN2-ADA's mapping network concatenates its class embedding to z
+(and BigGAN its shared embedding). The class so reaches the initial grid and the latent tokens
+that every stage cross-attends to, through the same projections as z; an extra class token
+would reach the cross-attentions only, not the initial grid. ``num_classes=0`` builds exactly
+the unconditional model.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hitgan.models.attention import (
@@ -71,8 +80,12 @@ class HiTGenerator(nn.Module):
         super().__init__()
         self.config = cfg = config
         w0, s0 = cfg.widths[0], cfg.initial_size
-        self.to_grid = Linear(cfg.latent_dim, s0 * s0 * w0)
-        self.to_tokens = Linear(cfg.latent_dim, cfg.latent_tokens * w0)
+        # conditional: [z, class embedding] (B, 2 * latent_dim) feeds the input projections
+        self.class_embed = (nn.Embedding(cfg.num_classes, cfg.latent_dim) if cfg.num_classes
+                            else None)
+        latent_in = cfg.latent_dim * (2 if cfg.num_classes else 1)
+        self.to_grid = Linear(latent_in, s0 * s0 * w0)
+        self.to_tokens = Linear(latent_in, cfg.latent_tokens * w0)
         self.token_pos = PositionEmbedding(cfg.latent_tokens, w0)
         self.token_norm = make_norm(cfg.norm, w0)
         self.stages = nn.ModuleList(HiTStage(cfg, i) for i in range(len(cfg.widths)))
@@ -80,19 +93,42 @@ class HiTGenerator(nn.Module):
             PixelShuffleUpsample(cfg.widths[i], cfg.widths[i + 1])
             for i in range(len(cfg.widths) - 1))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, latent_dim) -> images (B, out_channels, R, R), not squashed (no tanh).
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, latent_dim) and, for a conditional generator, labels (B,) integer classes in
+        0..num_classes-1 -> images (B, out_channels, R, R), not squashed (no tanh).
 
         CPU inference runs in chunks whose largest activation stays near ``EVAL_CHUNK_BYTES``:
         the high-resolution MLP stages are memory-bound, and in eval mode (BatchNorm with
         running statistics) samples are independent, so the function is unchanged. An exported
         graph (ONNX, a dynamic batch) has no chunks.
         """
+        latent = self._latent(z, labels)  # (B, latent_dim), conditional: (B, 2 * latent_dim)
         if not self.training and z.device.type == "cpu" and not torch.compiler.is_exporting():
             chunk = max(1, EVAL_CHUNK_BYTES // self._activation_bytes_per_image)
             if z.shape[0] > chunk:
-                return torch.cat([self._forward(c) for c in z.split(chunk)])
-        return self._forward(z)
+                return torch.cat([self._forward(c) for c in latent.split(chunk)])
+        return self._forward(latent)
+
+    def _latent(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """What the input projections read: z, or [z, embedding of the labels] (normalised to
+        unit second moment, as StyleGAN2-ADA's ``normalize_2nd_moment``)."""
+        k = self.config.num_classes
+        if self.class_embed is None:
+            if labels is not None:
+                raise ValueError("labels given to an unconditional generator (num_classes=0); "
+                                 "call it with z alone")
+            return z
+        if labels is None:
+            raise ValueError(f"this generator is class-conditional ({k} classes): pass labels "
+                             f"(B,) in 0..{k - 1} with z")
+        if labels.shape != z.shape[:1]:
+            raise ValueError(f"labels of shape {tuple(labels.shape)}: give one per latent, "
+                             f"shape ({z.shape[0]},)")
+        if not torch.compiler.is_compiling() and labels.numel() and (
+                int(labels.min()) < 0 or int(labels.max()) >= k):
+            raise ValueError(f"labels {labels.unique().tolist()[:8]}: classes are 0..{k - 1}")
+        e = F.normalize(self.class_embed(labels).to(z.dtype), dim=1) * z.shape[1] ** 0.5
+        return torch.cat((z, e), dim=1)  # (B, 2 * latent_dim)
 
     @property
     def _activation_bytes_per_image(self) -> int:
@@ -101,6 +137,7 @@ class HiTGenerator(nn.Module):
                                                                   strict=True))
 
     def _forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, latent_dim) or [z, class embedding] (B, 2 * latent_dim) -> images."""
         b, cfg = z.shape[0], self.config
         # 1. input: the initial grid (NHWC, row-major as the official reshape) and latent tokens
         x = self.to_grid(z).view(b, cfg.initial_size, cfg.initial_size, cfg.widths[0])
@@ -142,11 +179,20 @@ class HiTGenerator(nn.Module):
                     m.bn.reset_running_stats()
                     m.bn.momentum = None  # cumulative average
                 for _ in range(batches):
-                    self(torch.randn(batch_size, self.config.latent_dim, generator=gen).to(device))
+                    z = torch.randn(batch_size, self.config.latent_dim, generator=gen)
+                    self(z.to(device), self.random_labels(batch_size, gen, device))
             finally:
                 for m, momentum in zip(norms, momenta, strict=True):
                     m.bn.momentum = momentum
         return self
+
+    def random_labels(self, n: int, gen: torch.Generator, device: torch.device | str = "cpu"
+                      ) -> torch.Tensor | None:
+        """(n,) uniform random classes drawn from ``gen``; None if unconditional (and then
+        ``gen`` is not used, so unconditional random streams are as before)."""
+        if not self.config.num_classes:
+            return None
+        return torch.randint(self.config.num_classes, (n,), generator=gen).to(device)
 
     @contextmanager
     def _local_training_mode(self) -> Iterator[None]:
@@ -181,10 +227,10 @@ class HiTGenerator(nn.Module):
         rgbs = [stage.to_rgb for stage in self.stages if stage.to_rgb is not None]
         device = next(self.parameters()).device
         saved = [b.clone() for b in self.buffers()]
-        z = torch.randn(batch_size, self.config.latent_dim,
-                        generator=torch.Generator().manual_seed(seed)).to(device)
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(batch_size, self.config.latent_dim, generator=gen).to(device)
         with self._local_training_mode():
-            out = self(z)  # (B, out, R, R)
+            out = self(z, self.random_labels(batch_size, gen, device))  # (B, out, R, R)
         for b, s in zip(self.buffers(), saved, strict=True):
             b.copy_(s)
         gain = std.to(out) / out.std((0, 2, 3)).clamp_min(1e-8)  # (out,)
