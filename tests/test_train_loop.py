@@ -183,8 +183,11 @@ def _one_step(cfg: TrainConfig, info: DistInfo, out: str) -> None:
                     "stats": dict(stats)}, out)
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
-    cfg = _cfg(tmp_path, batch=8, norm="syncbatch")
+@pytest.mark.parametrize("cond", [False, True], ids=["unconditional", "cond"])
+def test_two_gloo_processes_match_one_process(tmp_path, cond):
+    """Conditional: labels travel with their images through the StepSampler to each process
+    (a label out of step with its image would change the gradients)."""
+    cfg = _cfg(tmp_path, batch=8, norm="syncbatch", cond=cond)
     cfg_dict = {**cfg.to_dict(), "betas": tuple(cfg.betas)}
     single = tmp_path / "single.pt"
     _one_step(cfg, DistInfo(), str(single))
@@ -224,13 +227,15 @@ def test_two_gloo_processes_match_one_process(tmp_path):
                 torch.testing.assert_close(b[name][k], module[k], rtol=1e-4, atol=1e-6)
 
 
-def test_gradient_accumulation_matches_the_full_batch(tmp_path):
-    """batch 8 as 2 micro-batches of 4 == one batch of 8 (LayerNorm: no batch statistics)."""
+@pytest.mark.parametrize("cond", [False, True], ids=["unconditional", "cond"])
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, cond):
+    """batch 8 as 2 micro-batches of 4 == one batch of 8 (LayerNorm: no batch statistics);
+    conditional: each micro-batch carries its own images' labels and its rows' fake labels."""
     results = []
     for micro in (8, 4):
         out = tmp_path / f"micro{micro}.pt"
-        _one_step(_cfg(tmp_path / str(micro), batch=8, batch_per_device=micro, norm="layer"),
-                  DistInfo(), str(out))
+        _one_step(_cfg(tmp_path / str(micro), batch=8, batch_per_device=micro, norm="layer",
+                       cond=cond), DistInfo(), str(out))
         results.append(torch.load(out))
     full, accum = results
     for k in ("G/loss", "D/loss", "D/r1", "D/bcr"):

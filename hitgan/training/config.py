@@ -35,6 +35,9 @@ OUTPUT_INITS = ("official", "data")
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = "mnist"  # image folder, .zip, or built-in "mnist"
+    # class-conditional G and D over the dataset's labels (class sub-folders or dataset.json;
+    # hitgan/data/labels.py); False = the official unconditional model
+    cond: bool = False
     preset: str = "hit-tiny-32"
     norm: str | None = None  # override the generator norm: "syncbatch" for several processes
     out: str = "runs/hit-tiny-32"  # run directory: checkpoints, logs, samples

@@ -2,14 +2,19 @@
 
 One step: G makes fakes from standard-normal z; D scores fakes and reals (with R1 on reals);
 optionally bCR on DiffAugmented copies; G and D are updated simultaneously from the same forward,
-as the official trainer does, then the EMA. All randomness of a step (latents, flips,
-augmentations) comes from one generator drawn for the global batch, and data order from
-(seed, epoch) permutations, so a resumed run continues bit for bit.
+as the official trainer does, then the EMA. Class-conditional (``--cond``): reals come with their
+labels, fakes get labels drawn from the dataset's labels (StyleGAN2-ADA's choice, so G is asked
+for classes as often as they occur), and every D call gets the labels of its images. All
+randomness of a step (latents, flips, augmentations, fake labels) comes from one generator drawn
+for the global batch, and data order from (seed, epoch) permutations, so a resumed run continues
+bit for bit.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import io
 import json
 import logging
@@ -28,7 +33,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from hitgan.data.dataset import ImageDataset, Preprocess
+from hitgan.data.dataset import ImageDataset, Labelled, Preprocess
 from hitgan.data.images import make_grid, save_image, to_uint8
 from hitgan.models.discriminator import StyleGANDiscriminator
 from hitgan.models.generator import HiTGenerator
@@ -52,6 +57,9 @@ from hitgan.training.optim import official_adam
 
 log = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# What the loader yields per micro-batch: images (b, C, R, R), or [images, labels (b,)] (--cond)
+MicroBatch = torch.Tensor | list[torch.Tensor]
+SAMPLES_PER_CLASS = 8  # conditional sample grids: one row of this many latents per class
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,8 +75,20 @@ class Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
-        self.G = HiTGenerator(cfg.generator_config()).to(dev)
-        self.D = StyleGANDiscriminator(cfg.discriminator_config()).to(dev)
+        self.dataset = ImageDataset(cfg.data, Preprocess(cfg.resolution, cfg.crop,
+                                                         cfg.crop_proportion),
+                                    strict=cfg.strict_data, seed=cfg.seed,
+                                    progress=self.progress,
+                                    labels="require" if cfg.cond else "none")
+        labels = self.dataset.labels
+        self.label_values = None if labels is None else torch.from_numpy(labels.values)
+        gen_cfg, disc_cfg = cfg.generator_config(), cfg.discriminator_config()
+        if labels is not None:
+            gen_cfg = dataclasses.replace(gen_cfg, num_classes=labels.num_classes,
+                                          class_names=labels.class_names)
+            disc_cfg = dataclasses.replace(disc_cfg, num_classes=labels.num_classes)
+        self.G = HiTGenerator(gen_cfg).to(dev)
+        self.D = StyleGANDiscriminator(disc_cfg).to(dev)
         self.D.to(memory_format=torch.channels_last)
         broadcast_module(self.G)
         broadcast_module(self.D)
@@ -80,12 +100,13 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)  # identical on every process
         self.sample_z = torch.randn(64, self.G.config.latent_dim,
                                     generator=torch.Generator().manual_seed(cfg.seed + 1))
+        self.sample_labels: torch.Tensor | None = None
+        if labels is not None:  # a row per class: the same SAMPLES_PER_CLASS latents each
+            k = labels.num_classes
+            self.sample_z = self.sample_z[:SAMPLES_PER_CLASS].repeat(k, 1)
+            self.sample_labels = torch.arange(k).repeat_interleave(SAMPLES_PER_CLASS)
         self.step = self.nonfinite = self.skipped = 0
         self.best_fid, self.best_step = math.inf, None
-        self.dataset = ImageDataset(cfg.data, Preprocess(cfg.resolution, cfg.crop,
-                                                         cfg.crop_proportion),
-                                    strict=cfg.strict_data, seed=cfg.seed,
-                                    progress=self.progress)
         self.stop_requested = False
         self._reference: Any = None
         self._extractor: Any = None
@@ -110,7 +131,9 @@ class Trainer:
         return torch.autocast(self.info.device.type, dtype=dtype)
 
     def _losses(self, reals: torch.Tensor, z: torch.Tensor, offset: int, regularize: bool,
-                step_seed: int) -> dict[str, torch.Tensor]:
+                step_seed: int, real_labels: torch.Tensor | None = None,
+                fake_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Losses of one micro-batch; the labels (b,) are given for a conditional run."""
         cfg, B = self.cfg, self.cfg.batch
         calls = iter(range(1, 100))
 
@@ -122,15 +145,15 @@ class Trainer:
             return diff_augment(x, cfg.augment, draw(), offset, B)
 
         with self._autocast():
-            fakes = self.G_step(z)  # (b, 3, R, R)
+            fakes = self.G_step(z, fake_labels)  # (b, 3, R, R)
             fake_in = augment(fakes) if cfg.diffaug else fakes
-            fake_logits = self.D(fake_in)
+            fake_logits = self.D(fake_in, fake_labels)
             if regularize and cfg.penalty == "r1+r2":  # R2: the gradient at the fakes D saw
                 r2 = r1_penalty(fake_logits, fake_in)
         r1 = regularize and cfg.penalty in ("r1", "r1+r2")
         real_in = (augment(reals) if cfg.diffaug else reals).detach().requires_grad_(r1)
         with self._autocast(enabled=not (r1 and cfg.precision == "fp16")):  # R1 in fp32 w/ fp16
-            real_logits = self.D(real_in)
+            real_logits = self.D(real_in, real_labels)
             out = {"G/loss": g_loss(fake_logits, cfg.loss, real_logits),
                    "D/loss_gan": d_loss(real_logits, fake_logits, cfg.loss)}
             if regularize and r1:
@@ -140,42 +163,58 @@ class Trainer:
             elif regularize:
                 eps = torch.rand(B, *reals.shape[1:], generator=draw())
                 eps = eps[offset:offset + reals.shape[0]].to(reals)
-                out["D/wgan_gp"] = wgan_gp(self.D, real_in.detach(), fakes, eps)
+                # interpolates between real i and fake i are scored as real i's class
+                out["D/wgan_gp"] = wgan_gp(functools.partial(self.D, labels=real_labels),
+                                           real_in.detach(), fakes, eps)
             penalties = [v for k, v in out.items() if k in ("D/r1", "D/r2", "D/wgan_gp")]
             d_total = out["D/loss_gan"] + cfg.penalty_cost * cfg.penalty_every * sum(penalties)
             if cfg.bcr:  # augmented copies carry no gradient into G, as in the official code
                 aug = torch.cat((augment(reals), augment(fakes.detach()))).detach()
-                real_aug, fake_aug = self.D(aug).chunk(2)
+                aug_labels = (None if real_labels is None or fake_labels is None
+                              else torch.cat((real_labels, fake_labels)))
+                real_aug, fake_aug = self.D(aug, aug_labels).chunk(2)
                 out["D/bcr"] = consistency_loss(real_logits, real_aug, fake_logits, fake_aug)
                 d_total = d_total + cfg.bcr_cost * out["D/bcr"]
         out["D/loss"] = d_total
         return out
 
-    def accumulate_gradients(self, micro_batches: list[torch.Tensor]
+    def accumulate_gradients(self, micro_batches: list[MicroBatch]
                              ) -> tuple[dict[str, float], bool]:
-        """Draw the step's latents, flips and augmentation seed, and accumulate G's and D's
-        gradients over the micro-batches. Returns this process's losses and whether they were
-        finite; updates nothing but the gradients (and BatchNorm statistics)."""
+        """Draw the step's latents, flips, augmentation seed (and fake labels), and accumulate
+        G's and D's gradients over the micro-batches. Returns this process's losses and whether
+        they were finite; updates nothing but the gradients (and BatchNorm statistics)."""
         cfg, info = self.cfg, self.info
         self.G.train()
         self.D.train()
         z_all = torch.randn(cfg.batch, self.G.config.latent_dim, generator=self.gen)
         flips = torch.rand(cfg.batch, generator=self.gen) < 0.5
         step_seed = int(torch.randint(0, 2**62, (1,), generator=self.gen))  # augmentations
+        fake_labels_all = None  # drawn last: unconditional runs keep their random stream
+        if self.label_values is not None:
+            pick = torch.randint(len(self.label_values), (cfg.batch,), generator=self.gen)
+            fake_labels_all = self.label_values[pick]  # (batch,)
         regularize = cfg.penalty != "none" and self.step % cfg.penalty_every == 0
         g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
         stats: dict[str, float] = defaultdict(float)
         finite = True
-        for a, reals in enumerate(micro_batches):
+        for a, batch in enumerate(micro_batches):
             offset = (a * info.world + info.rank) * self.micro
             rows = slice(offset, offset + self.micro)
+            reals, real_labels = batch if isinstance(batch, list | tuple) else (batch, None)
+            if (real_labels is None) != (fake_labels_all is None):
+                raise ValueError("a conditional run needs [images, labels] micro-batches and "
+                                 "an unconditional one images alone")
+            fake_labels = None
+            if real_labels is not None and fake_labels_all is not None:
+                real_labels = real_labels.to(info.device, non_blocking=True)
+                fake_labels = fake_labels_all[rows].to(info.device)
             reals = reals.to(info.device, non_blocking=True)
             if cfg.flip:
                 reals = torch.where(flips[rows].view(-1, 1, 1, 1).to(info.device),
                                     reals.flip(3), reals)
             reals = reals.contiguous(memory_format=torch.channels_last)
             losses = self._losses(reals, z_all[rows].to(info.device), offset, regularize,
-                                  step_seed)
+                                  step_seed, real_labels, fake_labels)
             finite &= bool(torch.isfinite(losses["G/loss"]) & torch.isfinite(losses["D/loss"]))
             self.scaler.scale(losses["G/loss"] / self.accum).backward(inputs=g_params,
                                                                        retain_graph=True)
@@ -184,7 +223,7 @@ class Trainer:
                 stats[k] += v.item() / self.accum
         return stats, finite
 
-    def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
+    def train_step(self, micro_batches: list[MicroBatch]) -> dict[str, float]:
         cfg, info = self.cfg, self.info
         g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
         saved_buffers = [b.clone() for b in self.G.buffers()]  # BatchNorm statistics
@@ -229,7 +268,8 @@ class Trainer:
     def loader(self) -> DataLoader:
         sampler = StepSampler(len(self.dataset), self.cfg.batch, self.micro, self.info.rank,
                               self.info.world, self.cfg.seed, start_step=self.step)
-        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.cfg.workers,
+        data = self.dataset if self.label_values is None else Labelled(self.dataset)
+        return DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.workers,
                           pin_memory=self.info.device.type == "cuda",
                           prefetch_factor=4 if self.cfg.workers else None)
 
@@ -341,10 +381,14 @@ class Trainer:
     def save_samples(self, writer: Any = None) -> Path:
         """The grid of the fixed sample latents to samples/, and as the image ``samples`` of
         TensorBoard's writer when there is one."""
-        G = self.sampling_generator()
-        images = torch.cat([G(z.to(self.info.device)) for z in self.sample_z.split(16)])
+        G, dev = self.sampling_generator(), self.info.device
+        labels = (self.sample_labels.split(16) if self.sample_labels is not None
+                  else [None] * len(self.sample_z.split(16)))
+        images = torch.cat([G(z.to(dev), None if y is None else y.to(dev))
+                            for z, y in zip(self.sample_z.split(16), labels, strict=True)])
         path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
-        grid = make_grid(to_uint8(images))  # (H, W, C) uint8
+        grid = make_grid(to_uint8(images), SAMPLES_PER_CLASS if labels[0] is not None
+                         else None)  # (H, W, C) uint8
         save_image(grid, path)
         if writer is not None:
             writer.add_image("samples", grid, self.step, dataformats="HWC")
@@ -419,6 +463,10 @@ class Trainer:
         if state["train"]["preset"] != self.cfg.preset:
             raise checkpoint.CheckpointError(
                 f"{path}: made with preset {state['train']['preset']}, not {self.cfg.preset}")
+        if state["train"].get("cond", False) != self.cfg.cond:
+            raise checkpoint.CheckpointError(
+                f"{path}: made {'with' if state['train'].get('cond') else 'without'} --cond; "
+                "resume it the same way")
         for name, model in (("G", self.G), ("D", self.D), ("G_ema", self.ema.model)):
             tensors, _ = weights_from_bytes(files[f"{name}.safetensors"], f"{path}/{name}")
             load_state_checked(model, tensors, f"{path}/{name}.safetensors")
