@@ -19,7 +19,7 @@ from hitgan.runtime import cache_large_allocations
 from hitgan.sampling import INTERPOLATIONS, PRECISIONS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import numpy as np
 
@@ -36,6 +36,38 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise ValueError(f"--seeds {text!r} selects no seed; use e.g. 0-15")
     return seeds
+
+
+def parse_classes(text: str | None, num_classes: int, names: Sequence[str] = ()
+                  ) -> list[int] | None:
+    """``--class``: 'all', '3', '1,3', '0-4' (class numbers: positions in the sorted class
+    names) or class names ('cat,dog') -> class numbers; None for an unconditional generator
+    (which takes no --class)."""
+    if not num_classes:
+        if text is not None:
+            raise ValueError(f"--class {text}: this generator is unconditional "
+                             "(num_classes=0); leave --class out, or train with --cond")
+        return None
+    named = list(names) not in ([], [str(k) for k in range(num_classes)])
+    every = f"0..{num_classes - 1}" + (f" or names {', '.join(names)}" if named else "")
+    if text is None:
+        raise ValueError(f"this generator is class-conditional ({num_classes} classes): pass "
+                         f"--class K, a list such as 1,3, or all (classes {every})")
+    if text == "all":
+        return list(range(num_classes))
+    classes = []
+    for part in text.split(","):
+        try:
+            classes += parse_seeds(part)
+        except ValueError:
+            if part not in names:
+                raise ValueError(f"--class {text!r}: {part!r} is no class; use {every}, "
+                                 "comma lists, ranges such as 0-4, or all") from None
+            classes.append(list(names).index(part))
+    bad = [k for k in classes if not 0 <= k < num_classes]
+    if bad:
+        raise ValueError(f"--class {text!r}: class {bad[0]} is out of range; use {every}")
+    return classes
 
 
 def _fmt_bytes(n: float) -> str:
@@ -106,16 +138,29 @@ def _load_generator(args: argparse.Namespace) -> torch.nn.Module:
     return HiTGenerator(get_preset(args.preset).generator)
 
 
-def _render(G: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, batch: int
-            ) -> np.ndarray:
-    """Latents (N, D) -> (N, H, W, C) uint8 images, in batches."""
+def _render(G: Callable[..., torch.Tensor], z: torch.Tensor, batch: int,
+            labels: torch.Tensor | None = None) -> np.ndarray:
+    """Latents (N, D) and, for a conditional G, labels (N,) -> (N, H, W, C) uint8 images, in
+    batches."""
 
     import numpy as np
 
     from hitgan.data.images import to_uint8
 
     with torch.inference_mode():
-        return np.concatenate([to_uint8(G(z[i:i + batch])) for i in range(0, len(z), batch)])
+        return np.concatenate([
+            to_uint8(G(z[i:i + batch], None if labels is None else labels[i:i + batch]))
+            for i in range(0, len(z), batch)])
+
+
+def _class_labels(classes: list[int] | None, n: int) -> torch.Tensor | None:
+    """The labels of ``n`` images of the single class of ``classes`` (None: unconditional)."""
+    if classes is None:
+        return None
+    if len(classes) != 1:
+        raise ValueError(f"--interpolate with --class {','.join(map(str, classes))}: an "
+                         "interpolation keeps one class; give --class K")
+    return torch.full((n,), classes[0])
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -133,21 +178,34 @@ def cmd_generate(args: argparse.Namespace) -> None:
                              "alone; give --interpolate without --seeds, or --out a directory")
         return _write_video(args, keys, out)
     G = _load_generator(args).eval()
-    latent = G.config.latent_dim
+    latent, names = G.config.latent_dim, G.config.class_names
+    classes = parse_classes(args.class_, G.config.num_classes, names)
     forward = inference_fn(G, args.precision, args.compile)
     start = time.perf_counter()
     record = {"model": args.model, "preset": None if args.model else args.preset,
               "init_seed": None if args.model else args.init_seed, "seeds": seeds,
+              "classes": classes, "class_names": list(names) or None,
               "resolution": G.config.resolution, "trunc": args.trunc, "interpolation": None,
               "precision": args.precision, "compile": args.compile}
-    if seeds:
+    n_images = len(seeds) * len(classes or [None])
+    if seeds and classes is None:
         images = _render(forward, seed_latents(seeds, latent, args.trunc), args.batch)
         for seed, img in zip(seeds, images, strict=True):
             save_image(img, out / f"seed{seed:04d}.png")
         save_image(make_grid(images[:args.grid]), out / "grid.png")
+    elif seeds and classes is not None:  # a row per class, a column per seed
+        z = seed_latents(seeds, latent, args.trunc).repeat(len(classes), 1)
+        labels = torch.tensor(classes).repeat_interleave(len(seeds))
+        images = _render(forward, z, args.batch, labels)
+        for i, img in enumerate(images):
+            k, seed = classes[i // len(seeds)], seeds[i % len(seeds)]
+            save_image(img, out / f"class{k:03d}-seed{seed:04d}.png")
+        cols = min(len(seeds), args.grid)
+        rows = images.reshape(len(classes), len(seeds), *images.shape[1:])[:, :cols]
+        save_image(make_grid(rows.reshape(-1, *images.shape[1:]), cols), out / "grid.png")
     if keys:
         path = interpolation_path(seed_latents(keys, latent, args.trunc), args.frames, args.interp)
-        frames = _render(forward, path, args.batch)
+        frames = _render(forward, path, args.batch, _class_labels(classes, len(path)))
         for i, img in enumerate(frames):
             save_image(img, out / "frames" / f"frame{i:04d}.png")
         video = out / f"interpolation.{args.video}"
@@ -157,11 +215,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
                                    "fps": args.fps}
     record["seconds"] = round(time.perf_counter() - start, 3)
     (out / "generate.json").write_text(json.dumps(record, indent=2) + "\n")
-    shown = f" (the first {args.grid})" if len(seeds) > args.grid else ""
-    done = [f"{len(seeds)} images and grid.png{shown}"] if seeds else []
+    shown = f" (the first {args.grid}{' per class' * bool(classes)})" if (
+        len(seeds) > args.grid) else ""
+    rows = f", a row per class ({len(classes)})" if classes and seeds else ""
+    done = [f"{n_images} images and grid.png{shown}{rows}"] if seeds else []
     if keys:
         done.append(f"{len(frames)} interpolation frames and {video.name}")
-    n = len(seeds) + (len(frames) if keys else 0)
+    n = n_images + (len(frames) if keys else 0)
     print(f"wrote {' and '.join(done)} to {out} ({n / record['seconds']:.1f} img/s)")
 
 
@@ -170,10 +230,12 @@ def _write_video(args: argparse.Namespace, keys: list[int], path: Path) -> None:
     from hitgan.sampling import inference_fn, interpolation_path, save_animation, seed_latents
 
     G = _load_generator(args).eval()
+    classes = parse_classes(args.class_, G.config.num_classes, G.config.class_names)
     start = time.perf_counter()
     z = interpolation_path(seed_latents(keys, G.config.latent_dim, args.trunc), args.frames,
                            args.interp)
-    frames = _render(inference_fn(G, args.precision, args.compile), z, args.batch)
+    frames = _render(inference_fn(G, args.precision, args.compile), z, args.batch,
+                     _class_labels(classes, len(z)))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_animation(frames, path, args.fps)
     print(f"wrote {path}: {len(frames)} frames at {args.fps:g} fps "
@@ -269,15 +331,21 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     kinds = [k.strip() for k in args.metrics.split(",") if k.strip()]
     check_metrics(kinds)
+    if args.per_class and args.reference.endswith(".npz"):
+        raise ValueError(f"--per-class with --reference {args.reference}: per-class FID needs "
+                         "the labels of the reference images; give the labelled dataset itself "
+                         "as --reference (its statistics are cached)")
     with distributed_from_env(args.device) as device:
         G = _load_generator(args).to(device)
         extractor = InceptionExtractor(args.inception)
+        preprocess = _preprocess(args, G.config.resolution)
+        labels = _reference_labels(args, preprocess) if args.per_class else None
         reference, described = load_reference(
-            args.reference, _preprocess(args, G.config.resolution), extractor, args.cache_dir,
+            args.reference, preprocess, extractor, args.cache_dir,
             max_images=args.max_images, batch=args.batch, device=device, workers=args.workers,
             progress=not args.no_progress)
         result = evaluate(G, reference, kinds, args.num_samples, args.batch, args.seed,
-                          extractor, progress=not args.no_progress)
+                          extractor, progress=not args.no_progress, class_labels=labels)
         if rank_and_world()[0] != 0:
             return
         for name, value in result.results.items():
@@ -288,6 +356,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
         append_jsonl(args.metrics_file, result.record(
             model=args.model, reference=described, extractor=extractor.identity))
         print(f"appended to {args.metrics_file}")
+
+
+def _reference_labels(args: argparse.Namespace, preprocess: Preprocess) -> np.ndarray:
+    """The class of each image in the reference statistics of ``--reference DATASET``."""
+    from hitgan.data.dataset import ImageDataset
+    from hitgan.metrics.stats import subset_indices
+
+    dataset = ImageDataset(args.reference, preprocess, progress=not args.no_progress,
+                           labels="require")
+    assert dataset.labels is not None
+    return dataset.labels.values[subset_indices(len(dataset), args.max_images)]
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -434,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="images for given seeds and a grid; interpolations")
     _model_args(p)
     p.add_argument("--seeds", help="e.g. 0-63 or 1,5,9 (default 0-15 unless --interpolate)")
+    p.add_argument("--class", dest="class_", metavar="CLASSES",
+                   help="conditional generators: a class (3 or a class name), a list (1,3 or "
+                   "0-4), or all; a grid row per class, a column per seed")
     p.add_argument("--trunc", type=float, help="truncation threshold: redraw latent entries "
                    "with |z| > TRUNC (BigGAN), e.g. 0.7; default: untruncated")
     p.add_argument("--grid", type=int, default=64, metavar="N",
@@ -495,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="fid", help=f"comma-separated, of {sorted(METRIC_KINDS)}")
     p.add_argument("-n", "--num-samples", type=int, default=50000)
     p.add_argument("--seed", type=int, default=0, help="fixes the set of latents")
+    p.add_argument("--per-class", action="store_true",
+                   help="conditional generators: also FID per class, against the reference "
+                   "dataset's images of that class (sample i has class i %% K)")
     p.add_argument("--metrics-file", default="out/metrics.jsonl",
                    help="a JSON line is appended per run")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "hitgan" / "stats"),

@@ -91,8 +91,9 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def inference_fn(generator: torch.nn.Module, precision: str = "fp32", compile: bool = False
-                 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """An eval-mode forward of ``generator``, optionally in bf16 autocast and/or compiled.
+                 ) -> Callable[..., torch.Tensor]:
+    """An eval-mode forward of ``generator`` (z, and labels for a conditional one), optionally
+    in bf16 autocast and/or compiled.
 
     ``compile`` uses torch.compile with inductor's weight freezing (constant-folded, prepacked
     weights; valid because sampling never changes them). On the 2-vCPU machine of
@@ -103,7 +104,7 @@ def inference_fn(generator: torch.nn.Module, precision: str = "fp32", compile: b
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision}: use one of {PRECISIONS}")
     generator.eval()
-    fn: Callable[[torch.Tensor], torch.Tensor] = generator
+    fn: Callable[..., torch.Tensor] = generator
     if compile:
         import torch._inductor.config as inductor_config
 
@@ -112,8 +113,8 @@ def inference_fn(generator: torch.nn.Module, precision: str = "fp32", compile: b
     if precision == "fp32":
         return fn
 
-    def bf16(z: torch.Tensor) -> torch.Tensor:
+    def bf16(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(z.device.type, dtype=torch.bfloat16):
-            return fn(z).float()
+            return fn(z, labels).float()
 
     return bf16

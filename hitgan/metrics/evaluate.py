@@ -7,6 +7,11 @@ number of processes, and seed 0 evaluates the images of seeds 0 to N - 1. Under 
 (``torch.distributed`` initialised) rank r generates a contiguous share of the indices, the
 features are gathered with ``all_gather``, rank 0 computes the metrics and broadcasts them.
 Without ``torch.distributed`` it is one process, on CPU or GPU.
+
+A class-conditional generator makes sample i as class i % K (balanced classes, fixed by the
+index like the latent). With the reference images' labels (``class_labels``), FID is also
+computed per class: class k's samples against class k's reference images, named
+``fid{N}_{reals}_class{k}`` (N the whole evaluation's sample count; each class has about N/K).
 """
 
 from __future__ import annotations
@@ -166,13 +171,18 @@ class EvalResult:
 def evaluate(generator: HiTGenerator, reference: FeatureStats,
              metrics: Sequence[str] = ("fid",), num_samples: int = 50000, batch: int = 64,
              seed: int = 0, extractor: InceptionExtractor | None = None,
-             progress: bool = True) -> EvalResult:
+             progress: bool = True, class_labels: np.ndarray | None = None) -> EvalResult:
     """FID/KID/PR of ``generator`` (on its own device, in eval mode, untruncated) against
-    ``reference``. Every rank of a torchrun job calls it; all get the same results."""
+    ``reference``. Every rank of a torchrun job calls it; all get the same results.
+    ``class_labels``: (N,) the class of each reference image, for per-class FID of a
+    conditional generator."""
     check_metrics(metrics)
     if not 2 <= num_samples <= SEED_STRIDE or batch < 1 or not 0 <= seed < MAX_SEED:
         raise ValueError(f"evaluate: num_samples={num_samples} (2 to {SEED_STRIDE}), "
                          f"batch={batch} (>= 1), seed={seed} (0 to {MAX_SEED - 1})")
+    k = generator.config.num_classes
+    if class_labels is not None:
+        _check_class_labels(class_labels, reference, k, num_samples)
     extractor = extractor or InceptionExtractor()
     res = generator.config.resolution
     check_reference(reference.meta, (res, res), extractor, "reference statistics")
@@ -189,10 +199,12 @@ def evaluate(generator: HiTGenerator, reference: FeatureStats,
         with torch.inference_mode():
             for i in tqdm(range(0, len(indices), batch), desc="eval", unit="batch",
                           disable=not progress or rank != 0):
-                seeds = [seed * SEED_STRIDE + j for j in indices[i:i + batch]]
-                z = seed_latents(seeds, generator.config.latent_dim).to(device)
+                rows = indices[i:i + batch]
+                z = seed_latents([seed * SEED_STRIDE + j for j in rows],
+                                 generator.config.latent_dim).to(device)
+                labels = torch.tensor(list(rows)).remainder(k).to(device) if k else None  # (B,)
                 t0 = time.perf_counter()
-                images = quantize(generator(z))  # (B, C, R, R) uint8
+                images = quantize(generator(z, labels))  # (B, C, R, R) uint8
                 t1 = _synchronized(device)
                 local.append(extractor(images))  # (B, D)
                 t2 = _synchronized(device)
@@ -206,6 +218,12 @@ def evaluate(generator: HiTGenerator, reference: FeatureStats,
             name = metric_name(kind, num_samples, reference)
             for part, value in METRICS[kind].compute(reference, fake, seed, device).items():
                 results[name + part] = value
+            if kind == "fid" and class_labels is not None:
+                fake_labels = np.arange(num_samples) % k
+                for c in range(k):
+                    ref = reference.features[class_labels == c]
+                    results[f"{name}_class{c}"] = frechet_distance(
+                        *mean_cov(ref), *mean_cov(fake[fake_labels == c]))
     if world > 1:
         box = [results]
         dist.broadcast_object_list(box, src=0)
@@ -214,6 +232,22 @@ def evaluate(generator: HiTGenerator, reference: FeatureStats,
     return EvalResult(results, num_samples, seed, round(time.perf_counter() - start, 3),
                       round(n_local / max(gen_seconds, 1e-9), 2),
                       round(n_local / max(feat_seconds, 1e-9), 2), world, str(device))
+
+
+def _check_class_labels(labels: np.ndarray, reference: FeatureStats, num_classes: int,
+                        num_samples: int) -> None:
+    if not num_classes:
+        raise ValueError("per-class FID needs a class-conditional generator (train with "
+                         "--cond); this one is unconditional")
+    if len(labels) != len(reference.features):
+        raise ValueError(f"per-class FID: {len(labels)} labels for {len(reference.features)} "
+                         "reference images; the labels must be those of the reference images")
+    counts = np.bincount(labels, minlength=num_classes)
+    if len(counts) != num_classes or counts.min() < 2 or num_samples < 2 * num_classes:
+        raise ValueError(f"per-class FID: the reference has classes 0..{len(counts) - 1} with "
+                         f"at least {counts.min()} images each and the evaluation "
+                         f"{num_samples} samples; the generator's {num_classes} classes need "
+                         "2 or more of each (more -n, or --max-images)")
 
 
 def _synchronized(device: torch.device) -> float:

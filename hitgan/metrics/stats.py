@@ -66,14 +66,22 @@ def extract_features(dataset: Dataset, extractor: InceptionExtractor, batch: int
     return torch.cat(features).numpy(), seconds
 
 
+def subset_indices(size: int, max_images: int | None) -> np.ndarray:
+    """The images statistics of ``max_images`` of a dataset of ``size`` use: a fixed random
+    subset (seed 0), sorted; all of them when there are no more."""
+    n = size if max_images is None else min(max_images, size)
+    if n == size:
+        return np.arange(size)
+    return np.sort(np.random.default_rng(0).choice(size, n, replace=False))
+
+
 def dataset_stats(dataset: ImageDataset, extractor: InceptionExtractor,
                   max_images: int | None = None, **kwargs: Any) -> FeatureStats:
-    """Statistics of a dataset, or of ``max_images`` of it (a fixed random subset, seed 0)."""
+    """Statistics of a dataset, or of ``max_images`` of it (``subset_indices``)."""
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     subset: Dataset = dataset
     if n < len(dataset):
-        subset = Subset(dataset, np.sort(np.random.default_rng(0).choice(len(dataset), n,
-                                                                         replace=False)).tolist())
+        subset = Subset(dataset, subset_indices(len(dataset), max_images).tolist())
     features, seconds = extract_features(subset, extractor, **kwargs)
     meta = {"format": STATS_FORMAT, "version": STATS_VERSION, "dataset": dataset.describe(),
             "images": n, "subset": "all" if n == len(dataset) else "random, seed 0",
