@@ -1,0 +1,263 @@
+"""Does a class-conditional generator make the class it is asked for? A classification
+accuracy score: a small CNN trained on the real labelled data classifies generated samples, and
+"generated as class k" counts as right when it is "classified as k".
+
+    python -m bench.conditional --minutes 20 --out runs/cond-mnist   # train (--cond), then score
+    python -m bench.conditional --run runs/cond-mnist                 # score an existing run
+
+Training (``--minutes``) runs ``hitgan train --cond`` on ``--data`` for that many minutes of
+``--clock`` time (default: CPU time on one thread, immune to other work on the machine, as
+``bench.quality --clock cpu --threads 1``), then writes a checkpoint and a sample grid to the run
+directory. The classifier (not a dependency: ``CLASSIFIER`` below) trains for ``--epochs`` on a
+fixed 80% of the labelled images and is tested on the other 20%; the generator (G_ema, BatchNorm
+statistics recalibrated as the trainer samples) makes ``--per-class`` samples of every class
+from seeds 0..N-1. Prints per-class and mean accuracy on generated samples beside the
+classifier's accuracy on the real test split, and writes them as JSON into the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.common import describe, markdown_table, start_run
+from bench.quality import clock, clock_label, parse_variant
+from hitgan.data.dataset import ImageDataset, Preprocess
+from hitgan.models.generator import HiTGenerator
+from hitgan.sampling import seed_latents
+from hitgan.training.checkpoint import load_generator
+from hitgan.training.config import build_config
+from hitgan.training.distributed import DistInfo
+from hitgan.training.loop import Trainer
+
+TEST_FRACTION = 0.2
+
+
+def _progress(message: str) -> None:
+    print(f"[conditional {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Classifier(nn.Module):
+    """Two conv-pool stages and an MLP: (B, C, R, R) in [-1, 1] -> (B, K) logits."""
+
+    def __init__(self, channels: int, resolution: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))  # (B, 64, R/4, R/4)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.25),
+                                  nn.Linear(64 * (resolution // 4) ** 2, 128), nn.ReLU(),
+                                  nn.Linear(128, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def load_labelled(data: str, resolution: int, max_images: int | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """All (or ``max_images``, a fixed random subset) images (N, C, R, R), labels (N,) and
+    class names of a labelled dataset."""
+    dataset = ImageDataset(data, Preprocess(resolution), progress=False, labels="require")
+    assert dataset.labels is not None
+    order = np.random.default_rng(0).permutation(len(dataset))[:max_images]
+    images = torch.stack([dataset[int(i)] for i in order])
+    return images, torch.from_numpy(dataset.labels.values[order]), dataset.labels.class_names
+
+
+def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed (train, test) split of ``range(n)``: the last TEST_FRACTION of a seeded
+    permutation is the test split."""
+    order = np.random.default_rng(1).permutation(n)
+    cut = n - max(1, round(n * TEST_FRACTION))
+    return order[:cut], order[cut:]
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     epochs: int, seed: int = 0) -> Classifier:
+    """Adam, batch 64, ``epochs`` passes over ``images`` (seeded, deterministic)."""
+    torch.manual_seed(seed)
+    model = Classifier(images.shape[1], images.shape[2], num_classes)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for rows in torch.randperm(len(images), generator=gen).split(64):
+            loss = F.cross_entropy(model(images[rows]), labels[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: Classifier, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    return torch.cat([model(x).argmax(1) for x in images.split(batch)])
+
+
+def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int
+                       ) -> list[float]:
+    """Of the images of each class, the fraction predicted as that class."""
+    return [float((predicted[labels == k] == k).float().mean()) for k in range(num_classes)]
+
+
+@torch.no_grad()
+def generated_accuracy(G: HiTGenerator, model: Classifier, per_class: int, batch: int = 250
+                       ) -> list[float]:
+    """Per class k: of ``per_class`` samples generated as k (seeds 0..per_class-1), the
+    fraction the classifier calls k."""
+    z = seed_latents(range(per_class), G.config.latent_dim)
+    accuracy = []
+    for k in range(G.config.num_classes):
+        right = 0
+        for zs in z.split(batch):
+            images = G(zs, torch.full((len(zs),), k)).clamp(-1, 1)  # as the saved images
+            right += int((model(images).argmax(1) == k).sum())
+        accuracy.append(right / per_class)
+    return accuracy
+
+
+def train_generator(args: argparse.Namespace) -> dict[str, Any]:
+    """``hitgan train --cond`` for ``--minutes`` of ``--clock`` time; a checkpoint and a sample
+    grid in ``--out``. Returns what was run."""
+    cfg = build_config({"data": args.data, "preset": args.preset, "cond": True,
+                        "flip": args.flip, "workers": 0, "seed": args.seed, "out": args.out,
+                        **args.options}, recipe=args.recipe)
+    trainer = Trainer(cfg, DistInfo(), progress=False)
+    batches = iter(trainer.loader())
+
+    def step() -> None:
+        trainer.train_step([next(batches) for _ in range(trainer.accum)])
+
+    _progress(f"training for {args.minutes} min ({clock_label(args)}): {cfg.to_dict()}")
+    threads, now = torch.get_num_threads(), clock(args.clock)
+    torch.set_num_threads(args.threads)
+    steps, spent, report = 0, 0.0, time.perf_counter()
+    try:
+        while spent < args.minutes * 60:
+            t0 = now()
+            step()
+            spent, steps = spent + now() - t0, steps + 1
+            if time.perf_counter() - report > 60:
+                report = time.perf_counter()
+                _progress(f"{spent / 60:.1f} of {args.minutes} min, step {steps}, "
+                          f"{steps * cfg.batch / spent:.1f} img/s")
+    finally:
+        torch.set_num_threads(threads)
+    checkpoint = trainer.save_checkpoint()
+    grid = trainer.save_samples()
+    _progress(f"{steps} steps in {spent / 60:.1f} min: {checkpoint}, {grid}")
+    return {"options": cfg.to_dict(), "steps": steps, "images": steps * cfg.batch,
+            "minutes": round(spent / 60, 2), "clock": clock_label(args)}
+
+
+def score(args: argparse.Namespace) -> dict[str, Any]:
+    """Classifier on the real split, then on the run's generated samples."""
+    G = load_generator(args.run)
+    cfg = G.config
+    if not cfg.num_classes:
+        raise SystemExit(f"{args.run}: its generator is unconditional (train it with --cond)")
+    images, labels, names = load_labelled(args.data, cfg.resolution, args.max_images)
+    if len(names) != cfg.num_classes:
+        raise SystemExit(f"{args.data} has {len(names)} classes, the generator of {args.run} "
+                         f"{cfg.num_classes}: score it on its own training data")
+    train, test = split(len(images))
+    start = time.perf_counter()
+    model = train_classifier(images[train], labels[train], len(names), args.epochs, args.seed)
+    real = per_class_accuracy(predict(model, images[test]), labels[test], len(names))
+    real_mean = float((predict(model, images[test]) == labels[test]).float().mean())
+    _progress(f"classifier: {len(train)} images x {args.epochs} epochs in "
+              f"{time.perf_counter() - start:.0f} s; real test accuracy {real_mean:.4f}")
+    G.recalibrate_batchnorm(args.bn_recalibrate, seed=args.seed).eval()
+    fake = generated_accuracy(G, model, args.per_class)
+    return {"run": str(args.run), "data": args.data, "classes": list(names),
+            "classifier": {"train_images": len(train), "test_images": len(test),
+                           "epochs": args.epochs},
+            "real_test_accuracy": real_mean, "real_test_per_class": real,
+            "generated_per_class_samples": args.per_class,
+            "generated_accuracy": float(np.mean(fake)), "generated_per_class": fake}
+
+
+def report(result: dict[str, Any]) -> str:
+    rows = [[k, name, f"{fake:.3f}", f"{real:.3f}"] for k, (name, fake, real) in enumerate(zip(
+        result["classes"], result["generated_per_class"], result["real_test_per_class"],
+        strict=True))]
+    rows.append(["mean", "", f"{result['generated_accuracy']:.4f}",
+                 f"{result['real_test_accuracy']:.4f}"])
+    n = result["generated_per_class_samples"]
+    return (markdown_table(["class", "name", f"generated ({n} per class)",
+                            f"real test ({result['classifier']['test_images']} images)"], rows)
+            + f"\n\nclassification accuracy: generated {result['generated_accuracy']:.4f} "
+            f"(mean over classes), real test split {result['real_test_accuracy']:.4f}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.conditional",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="mnist", help="a labelled image folder, zip, or 'mnist'")
+    p.add_argument("--run", help="score this run (or checkpoint) directory, no training")
+    p.add_argument("--out", help="with --minutes: the run directory to train into")
+    p.add_argument("--minutes", type=float, help="train a conditional generator this long")
+    p.add_argument("--preset", default="hit-tiny-32")
+    p.add_argument("--recipe", help="as hitgan train --recipe (default: hitgan's for the preset)")
+    p.add_argument("--set", default="", metavar="OPT=VALUE,...",
+                   help="training options, e.g. lr_g=1e-4,batch=32")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False,
+                   help="random horizontal flips (off: a mirrored digit is no digit)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
+                   help="budget by wall clock, or by CPU time / threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while training")
+    p.add_argument("--per-class", type=int, default=1000, help="generated samples per class")
+    p.add_argument("--epochs", type=int, default=4, help="classifier training epochs")
+    p.add_argument("--max-images", type=int, help="of the labelled data (a fixed subset)")
+    p.add_argument("--bn-recalibrate", type=int, default=4, metavar="BATCHES",
+                   help="as hitgan generate's (0: the moving averages)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.minutes is None and args.run is None:
+        p.error("give --minutes (with --out) to train and score, or --run to score a run")
+    if args.minutes is not None:
+        if args.minutes <= 0 or not args.out:
+            p.error("--minutes must be > 0 and come with --out RUN_DIR")
+        if args.run and args.run != args.out:
+            p.error("--run and --out name different directories; --minutes trains into --out "
+                    "and scores it")
+        args.run = args.out
+    for name in ("per_class", "epochs", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    try:
+        args.options = parse_variant(f"run:{args.set}")[1]
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    info = start_run()
+    trained = train_generator(args) if args.minutes is not None else None
+    result = {**score(args), "training": trained, "machine": info,
+              "argv": sys.argv[1:] if argv is None else argv}
+    print(describe(info))
+    if trained is not None:
+        print(f"trained {trained['steps']} steps ({trained['images']} images) in "
+              f"{trained['minutes']} min ({trained['clock']})")
+    print(report(result))
+    path = Path(args.run) / "conditional.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
