@@ -12,7 +12,7 @@ training, every snapshot is scored: FID of ``--curve-samples`` samples, and of `
 at the last point, against the Inception statistics of the whole dataset (cached; or
 ``--reference stats.npz``). ``--variant NAME:OPT=VALUE,...`` adds hitgan runs with other
 training options (repeatable; ``recipe=official`` picks the recipe), for recipe experiments.
-Prints a table, writes JSON and an FID-vs-minutes plot.
+Prints a table, writes JSON, an FID-vs-minutes plot and each run's last 64 samples as a grid.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ from torch.utils.data import DataLoader
 from bench.baseline import BaselineConfig, DCGANTrainer
 from bench.common import describe, markdown_table, start_run
 from hitgan.data.dataset import ImageDataset, Preprocess
-from hitgan.metrics.evaluate import evaluate, load_reference
+from hitgan.data.images import make_grid, save_image, to_uint8
+from hitgan.metrics.evaluate import SEED_STRIDE, evaluate, load_reference
 from hitgan.metrics.features import InceptionExtractor
 from hitgan.models.config import get_preset
+from hitgan.sampling import seed_latents
 from hitgan.training.config import build_config
 from hitgan.training.distributed import DistInfo
 from hitgan.training.loop import Trainer
@@ -165,12 +167,18 @@ def train_baseline(args: argparse.Namespace, marks: list[float]) -> tuple[Run, A
 
 
 def score(run: Run, load: Any, snaps: list, reference: Any,
-          extractor: InceptionExtractor, args: argparse.Namespace) -> None:
-    """FID of every snapshot; ``load(state)`` gives the sampling generator of a snapshot."""
+          extractor: InceptionExtractor, args: argparse.Namespace, grid: Path) -> None:
+    """FID of every snapshot; ``load(state)`` gives the sampling generator of a snapshot. The
+    last snapshot's first 64 FID samples are saved as ``grid`` (to see what the FID scored)."""
     for k, (seconds, steps, state) in enumerate(snaps):
         last = k == len(snaps) - 1
         n = args.fid_samples if last else args.curve_samples
         G = load(state)
+        if last:
+            with torch.inference_mode():
+                z = seed_latents(range(args.seed * SEED_STRIDE, args.seed * SEED_STRIDE + 64),
+                                 G.config.latent_dim)
+                save_image(make_grid(to_uint8(G.eval()(z))), grid)
         result = evaluate(G, reference, ("fid",), n, seed=args.seed, extractor=extractor,
                           progress=False)
         fid = next(iter(result.results.values()))
@@ -273,6 +281,13 @@ def main(argv: list[str] | None = None) -> list[Run]:
     extractor = InceptionExtractor()
     reference, described = load_reference(args.reference or args.data, Preprocess(res),
                                           extractor, args.cache_dir)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"quality-{Path(str(args.data)).stem}-{args.preset}-{args.minutes:g}min"
+
+    def grid(run_name: str) -> Path:
+        return out / f"{stem}-{run_name.replace(' ', '_')}.png"
+
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="hitgan-quality-") as tmp:
         for name, overrides in args.variants:
@@ -282,7 +297,7 @@ def main(argv: list[str] | None = None) -> list[Run]:
                 trainer.ema.model.load_state_dict(state)
                 return trainer.sampling_generator()
 
-            score(run, load, snaps, reference, extractor, args)
+            score(run, load, snaps, reference, extractor, args, grid(name))
             runs.append(run)
             del trainer, snaps
         if not args.no_baseline:
@@ -292,7 +307,7 @@ def main(argv: list[str] | None = None) -> list[Run]:
                 baseline.G.load_state_dict(state)
                 return baseline.G
 
-            score(run, load_baseline, snaps, reference, extractor, args)
+            score(run, load_baseline, snaps, reference, extractor, args, grid("baseline"))
             runs.append(run)
     print(describe(info))
     print(f"data {args.data} at {res}px, reference {described}; each run {args.minutes} min "
@@ -304,9 +319,6 @@ def main(argv: list[str] | None = None) -> list[Run]:
     print(markdown_table(header, rows))
     finals = "; ".join(f"{r.name} {r.points[-1]['fid']:.2f}" for r in runs)
     print(f"\nFID-{args.fid_samples} after {args.minutes} min: {finals}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"quality-{Path(str(args.data)).stem}-{args.preset}-{args.minutes:g}min"
     (out / f"{stem}.json").write_text(json.dumps(
         {"machine": info, "argv": sys.argv[1:] if argv is None else argv,
          "reference": described,

@@ -51,6 +51,8 @@ def test_smoke(tmp_path, capsys):
     record = json.loads((out / f"{stem}.json").read_text())
     assert [r["name"] for r in record["runs"]] == ["fast", quality.BASELINE]
     assert (out / f"{stem}.png").stat().st_size > 0
+    for name in ("fast", "baseline"):  # each run's last samples, 8 x 8 tiles of 32 px
+        assert Image.open(out / f"{stem}-{name}.png").size == (8 * 34 - 2, 8 * 34 - 2)
     printed = capsys.readouterr().out
     assert "FID-4 after 0.03 min: fast" in printed and "(CPU time / threads, 1 thread)" in printed
     assert torch.get_num_threads() == threads  # restored for scoring and after
