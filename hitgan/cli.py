@@ -255,19 +255,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
         precision = "bf16" if bf16 else "fp32"
         print(f"precision {precision}: {found}")
     forward = inference_fn(G, precision, args.compile)
+    k = G.config.num_classes
 
-    def on_device(z: torch.Tensor) -> torch.Tensor:
-        return forward(z.to(device))
+    def on_device(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return forward(z.to(device), None if labels is None else labels.to(device))
 
     if args.compile:  # compile now, for one image and for a batch, not in the first requests
         print("compiling the generator (torch.compile) ...")
         with torch.inference_mode():
             for n in (1, 2):
-                on_device(torch.zeros(n, G.config.latent_dim))
+                on_device(torch.zeros(n, G.config.latent_dim),
+                          torch.zeros(n, dtype=torch.long) if k else None)
     info = {"model": args.model or f"random {args.preset} (init seed {args.init_seed})",
             "resolution": G.config.resolution, "channels": G.config.out_channels,
             "precision": precision, "compile": args.compile, "device": str(device)}
-    server = SamplerServer((args.host, args.port), Sampler(on_device, G.config.latent_dim, info))
+    server = SamplerServer((args.host, args.port), Sampler(on_device, G.config.latent_dim, info,
+                                                           k, G.config.class_names))
     print(f"serving {info['model']} on {server.url} (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()

@@ -16,8 +16,10 @@ Routes (GET only; every other path is 404, and nothing in a request names a file
 - ``/api/interpolation?from=A&to=B&frames=F[&trunc=T]``: F frames of the slerp from seed A to
   seed B, in one row.
 
-A bad request gets a 4xx status and ``{"error": "..."}`` naming the parameter and its range.
-Seeds and truncation mean what they mean in ``hitgan generate`` (``hitgan/sampling.py``).
+For a class-conditional generator every image route also takes ``class=K`` (0..K-1, required;
+``/api/info`` lists ``class_names``), as ``hitgan generate --class K``; the page shows a class
+picker. A bad request gets a 4xx status and ``{"error": "..."}`` naming the parameter and its
+range. Seeds and truncation mean what they mean in ``hitgan generate`` (``hitgan/sampling.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,23 +63,26 @@ class BadRequest(ValueError):
 @dataclass
 class _Job:
     z: torch.Tensor  # (N, latent_dim)
+    labels: torch.Tensor | None = None  # (N,) classes of a conditional generator
     done: threading.Event = field(default_factory=threading.Event)
     images: np.ndarray | None = None  # (N, H, W, C) uint8
     error: BaseException | None = None
 
 
 class Renderer:
-    """Latents -> uint8 images through one worker thread that batches waiting requests."""
+    """Latents (and labels) -> uint8 images through one worker thread that batches waiting
+    requests. ``forward(z)``, or ``forward(z, labels)`` for a conditional generator."""
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], max_batch: int):
+    def __init__(self, forward: Callable[..., torch.Tensor], max_batch: int):
         self.forward, self.max_batch = forward, max_batch
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="hitgan-renderer", daemon=True)
         self._worker.start()
 
-    def render(self, z: torch.Tensor) -> np.ndarray:
-        """(N, D) latents -> (N, H, W, C) uint8; blocks this thread only."""
-        job = _Job(z)
+    def render(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> np.ndarray:
+        """(N, D) latents and (N,) labels (conditional) -> (N, H, W, C) uint8; blocks this
+        thread only."""
+        job = _Job(z, labels)
         self._queue.put(job)
         job.done.wait()
         if job.error is not None:
@@ -113,8 +118,13 @@ class Renderer:
 
     def _run(self, jobs: list[_Job]) -> None:
         try:
+            z = torch.cat([j.z for j in jobs])  # (N, D)
             with torch.inference_mode():
-                images = to_uint8(self.forward(torch.cat([j.z for j in jobs])))
+                if jobs[0].labels is None:
+                    images = to_uint8(self.forward(z))
+                else:
+                    labels = torch.cat([j.labels for j in jobs if j.labels is not None])
+                    images = to_uint8(self.forward(z, labels))
         except Exception as e:  # answered to each waiting request as a 500
             log.exception("generator failed on a batch of %d requests", len(jobs))
             for j in jobs:
@@ -177,15 +187,18 @@ Answer = tuple[str, bytes, dict[str, str]]  # content type, body, extra headers
 
 
 class Sampler:
-    """The routes' answers, apart from HTTP: a path and its query -> an ``Answer``."""
+    """The routes' answers, apart from HTTP: a path and its query -> an ``Answer``.
+    ``num_classes`` > 0: a conditional generator, ``forward(z, labels)``; the image routes
+    then take ``class``."""
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], latent_dim: int,
-                 info: dict[str, Any]):
-        self.latent_dim = latent_dim
+    def __init__(self, forward: Callable[..., torch.Tensor], latent_dim: int,
+                 info: dict[str, Any], num_classes: int = 0, class_names: Sequence[str] = ()):
+        self.latent_dim, self.num_classes = latent_dim, num_classes
         self.renderer = Renderer(forward, max_batch=MAX_IMAGES)
         self.info = {**info, "latent_dim": latent_dim, "max_seed": MAX_SEED,
                      "max_images": MAX_IMAGES, "max_frames": MAX_FRAMES,
-                     "trunc_range": [MIN_TRUNC, MAX_TRUNC]}
+                     "trunc_range": [MIN_TRUNC, MAX_TRUNC], "num_classes": num_classes,
+                     "class_names": list(class_names) or [str(k) for k in range(num_classes)]}
         self.page = PAGE.read_bytes()
         self.routes: dict[str, Callable[[dict[str, list[str]]], Answer]] = {
             "/": self._page, "/api/info": self._info, "/api/grid": self._grid,
@@ -207,27 +220,39 @@ class Sampler:
         _params(query, (), ())
         return "application/json", json.dumps(self.info).encode(), {}
 
+    def _images(self, query: dict[str, list[str]], required: tuple[str, ...]
+                 ) -> tuple[dict[str, str], Callable[[torch.Tensor], np.ndarray]]:
+        """An image route's parameters, and the renderer of its latents: with the requested
+        class for a conditional generator."""
+        if not self.num_classes:
+            if "class" in query:
+                raise BadRequest("class: this generator is unconditional; leave class out")
+            return _params(query, required), self.renderer.render
+        params = _params(query, (*required, "class"))
+        k = _int(params, "class", 0, self.num_classes - 1)
+        return params, lambda z: self.renderer.render(z, torch.full((len(z),), k))
+
     def _grid(self, query: dict[str, list[str]]) -> Answer:
-        params = _params(query, ("start", "count"))
+        params, render = self._images(query, ("start", "count"))
         count = _int(params, "count", 1, MAX_IMAGES)
         start = _int(params, "start", 0, MAX_SEED - count + 1)
-        images = self.renderer.render(seed_latents(range(start, start + count), self.latent_dim,
-                                                   _trunc(params)))
+        images = render(seed_latents(range(start, start + count), self.latent_dim,
+                                     _trunc(params)))
         cols = int(np.ceil(np.sqrt(count)))
         return "image/png", png_bytes(make_grid(images, cols, GRID_PAD)), {
             "X-Grid-Columns": str(cols)}
 
     def _image(self, query: dict[str, list[str]]) -> Answer:
-        params = _params(query, ("seed",))
+        params, render = self._images(query, ("seed",))
         z = seed_latent(_int(params, "seed", 0, MAX_SEED), self.latent_dim, _trunc(params))
-        return "image/png", png_bytes(self.renderer.render(z[None])[0]), {}
+        return "image/png", png_bytes(render(z[None])[0]), {}
 
     def _interpolation(self, query: dict[str, list[str]]) -> Answer:
-        params = _params(query, ("from", "to", "frames"))
+        params, render = self._images(query, ("from", "to", "frames"))
         seeds = [_int(params, "from", 0, MAX_SEED), _int(params, "to", 0, MAX_SEED)]
         frames = _int(params, "frames", 2, MAX_FRAMES)
         path = interpolation_path(seed_latents(seeds, self.latent_dim, _trunc(params)), frames)
-        return "image/png", png_bytes(make_grid(self.renderer.render(path), frames, GRID_PAD)), {}
+        return "image/png", png_bytes(make_grid(render(path), frames, GRID_PAD)), {}
 
 
 class _Handler(BaseHTTPRequestHandler):

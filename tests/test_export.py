@@ -97,3 +97,20 @@ def test_onnx_speed_bench_runs(capsys):
     assert [(r.preset, r.batch) for r in rows] == [("hit-tiny-32", 1), ("hit-tiny-32", 3)]
     assert all(r.max_abs_difference <= 1e-4 and r.onnx_images_per_s > 0 for r in rows)
     assert "| hit-tiny-32 | 3 |" in capsys.readouterr().out
+
+
+def test_onnx_export_of_a_conditional_generator(tmp_path, capsys):
+    """A class-conditional generator exports with a second input, labels (batch,) int64."""
+    pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    G = visible_generator(num_classes=3)
+    model = save_pretrained(G, tmp_path / "cond")
+    assert main(["export", "--model", str(model), "--out", str(tmp_path / "c.onnx")]) == 0
+    assert float(re.search(r"max abs difference (\S+)", capsys.readouterr().out).group(1)) <= 1e-4
+    session = ort.InferenceSession(str(tmp_path / "c.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["z", "labels"]
+    z = torch.randn(1, 64).repeat(3, 1)
+    got = session.run(["images"], {"z": z.numpy(), "labels": np.arange(3)})[0]
+    with torch.inference_mode():
+        np.testing.assert_allclose(got, G(z, torch.arange(3)).numpy(), atol=1e-4)
+    assert np.abs(got[0] - got[1]).max() > 0.05  # the label reaches the graph

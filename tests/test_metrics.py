@@ -1,6 +1,7 @@
 """Metrics: Inception features and resizing, FID/KID/PR on known cases, statistics files and their
 cache, latents, and ``evaluate`` (seeded, batch- and process-count independent)."""
 
+import dataclasses
 import json
 import os
 from types import SimpleNamespace
@@ -301,11 +302,15 @@ def test_interpolation():
 
 
 # ---- evaluate -----------------------------------------------------------------------------
-def visible_generator(preset: str = "hit-tiny-32") -> HiTGenerator:
+def visible_generator(preset: str = "hit-tiny-32", num_classes: int = 0,
+                      class_names: tuple[str, ...] = ()) -> HiTGenerator:
     """A seeded random generator whose images are not all mid-grey: its initial outputs
-    (std 0.002) would quantise to one colour, so its to-RGB projections are scaled up."""
+    (std 0.002) would quantise to one colour, so its to-RGB projections are scaled up.
+    ``num_classes``: class-conditional."""
     torch.manual_seed(0)
-    G = HiTGenerator(get_preset(preset).generator).eval()
+    cfg = dataclasses.replace(get_preset(preset).generator, num_classes=num_classes,
+                              class_names=class_names)
+    G = HiTGenerator(cfg).eval()
     with torch.no_grad():
         for stage in G.stages:
             if stage.to_rgb is not None:

@@ -264,4 +264,69 @@ def test_page_in_headless_chromium(browser, model_dir, tmp_path):
             lambda d: d.find_element(By.ID, "image-error").text)
         assert browser.find_element(By.ID, "image-error").text == (
             "seed=-5: out of range; use 0..4294967295")
+        assert not browser.find_element(By.ID, "class-picker").is_displayed()  # unconditional
         browser.save_screenshot(str(tmp_path / "page.png"))
+
+
+@pytest.fixture(scope="module")
+def conditional() -> torch.nn.Module:
+    """hit-tiny-32 with 3 named classes, randomly initialised (each class its own images)."""
+    return visible_generator(num_classes=3, class_names=("cat", "dog", "emu"))
+
+
+def test_a_conditional_generator_takes_a_class(conditional):
+    server, thread = _start(Sampler(inference_fn(conditional), LATENT, {"model": "cond"}, 3,
+                                    conditional.config.class_names))
+    try:
+        url = server.url
+        info = json.loads(fetch(url + "api/info")[1])
+        assert info["num_classes"] == 3 and info["class_names"] == ["cat", "dog", "emu"]
+        with torch.inference_mode():
+            z = seed_latent(3, LATENT)[None]
+            expected = [to_uint8(conditional(z, torch.tensor([k])))[0] for k in range(3)]
+        for k in range(3):
+            status, body, _ = fetch(url + f"api/image?seed=3&class={k}")
+            assert status == 200
+            np.testing.assert_array_equal(_png(body), expected[k])
+        status, body, _ = fetch(url + "api/grid?start=2&count=2&class=2")
+        np.testing.assert_array_equal(_png(body)[:32, 34:66], expected[2])
+        assert fetch(url + "api/interpolation?from=0&to=1&frames=2&class=1")[0] == 200
+        for path, message in (("api/image?seed=1", "missing parameter 'class'"),
+                              ("api/image?seed=1&class=3", "class=3: out of range; use 0..2"),
+                              ("api/grid?start=0&count=2&class=x", "class='x': not an integer")):
+            got, body, _ = fetch(url + path)
+            assert got == 400 and message in json.loads(body)["error"]
+    finally:
+        _stop(server, thread)
+
+
+def test_an_unconditional_generator_refuses_a_class(url):
+    got, body, _ = fetch(url + "api/image?seed=1&class=0")
+    assert got == 400 and "this generator is unconditional" in json.loads(body)["error"]
+
+
+def test_class_picker_in_headless_chromium(browser, conditional, tmp_path):
+    """A conditional model's page: the class picker lists the classes and every image request
+    carries the picked class; an unconditional model's page hides it (the test above)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def loaded(element_id: str, fragment: str) -> None:
+        WebDriverWait(browser, 60).until(lambda d: fragment in (
+            d.find_element(By.ID, element_id).get_attribute("data-loaded") or ""))
+
+    model = save_pretrained(conditional, tmp_path / "cond")
+    with serving(["--model", str(model)]) as server:
+        browser.get(server.url)
+        loaded("image", "seed=0&trunc=1&class=0")
+        picker = Select(browser.find_element(By.ID, "class"))
+        assert [o.text for o in picker.options] == ["0: cat", "1: dog", "2: emu"]
+        image = browser.find_element(By.ID, "image")
+        before = browser.execute_script(PIXELS, image)
+        picker.select_by_value("2")
+        loaded("image", "seed=0&trunc=1&class=2")
+        loaded("grid", "count=16&trunc=1&class=2")
+        loaded("interpolation", "frames=8&trunc=1&class=2")
+        assert browser.execute_script(PIXELS, image) != before
+        assert browser.find_element(By.ID, "download").get_attribute("download") == (
+            "class2-seed0-trunc1.png")

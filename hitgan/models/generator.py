@@ -124,7 +124,8 @@ class HiTGenerator(nn.Module):
         if labels.shape != z.shape[:1]:
             raise ValueError(f"labels of shape {tuple(labels.shape)}: give one per latent, "
                              f"shape ({z.shape[0]},)")
-        if not torch.compiler.is_compiling() and labels.numel() and (
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        if not tracing and labels.numel() and (
                 int(labels.min()) < 0 or int(labels.max()) >= k):
             raise ValueError(f"labels {labels.unique().tolist()[:8]}: classes are 0..{k - 1}")
         e = F.normalize(self.class_embed(labels).to(z.dtype), dim=1) * z.shape[1] ** 0.5
