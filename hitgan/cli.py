@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from hitgan.data.dataset import BUILTIN, CROP_MODES, Preprocess
+from hitgan.data.dataset import BUILTIN, CROP_MODES, LABEL_MODES, Preprocess
 from hitgan.export import TOLERANCE
 from hitgan.metrics.evaluate import METRICS as METRIC_KINDS
 from hitgan.models.config import PRESETS, get_preset
@@ -467,9 +467,11 @@ def cmd_dataset(args: argparse.Namespace) -> None:
 
     report = make_dataset_zip(args.src, args.dest, Preprocess(args.resolution, args.crop,
                                                               args.crop_proportion),
-                              strict=args.strict)
+                              strict=args.strict, labels=args.labels)
+    classes = report["class_names"]
     print(f"wrote {report['images']} images ({args.resolution}px) to {args.dest}; "
-          f"skipped {report['skipped']}")
+          f"skipped {report['skipped']}; "
+          + (f"labels of {len(classes)} classes kept" if classes else "no labels"))
     for item in report["skipped_files"][:5]:
         print(f"  skipped {item['name']}: {item['reason']}")
 
@@ -613,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", default="center", choices=["center", "fixed"])
     p.add_argument("--crop-proportion", type=float, default=1.0)
     p.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
+    p.add_argument("--labels", choices=LABEL_MODES, default="auto",
+                   help="class labels (sub-folders or dataset.json) into the zip's dataset.json: "
+                   "auto (if the source has them), require, or none")
     p.set_defaults(func=cmd_dataset)
     return parser
 

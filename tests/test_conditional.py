@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bench import conditional
 from hitgan.cli import main, parse_classes
 from hitgan.data.dataset import DatasetError, ImageDataset, Labelled, Preprocess
 from hitgan.data.tool import make_dataset_zip
@@ -136,12 +137,14 @@ def test_train_cond_on_unlabelled_data_says_how_to_label(tmp_path, capsys):
         capsys.readouterr().err)
 
 
-def test_mnist_labels_and_the_dataset_tool_keeps_them(classes, tmp_path):
+def test_mnist_labels_and_the_dataset_tool_keeps_them(classes, tmp_path, capsys):
     digits = ImageDataset("mnist", Preprocess(32), progress=False, labels="require")
     assert digits.labels.num_classes == 10 and digits.labels.counts().min() > 400
     report = make_dataset_zip(str(classes), tmp_path / "pets.zip", P16, progress=False)
     assert report["class_names"] == ["cat", "dog"] and sorted(p[1] for p in report["labels"]) == [
         0, 0, 1]
+    assert main(["dataset", str(classes), str(tmp_path / "pets.zip"), "--resolution", "16"]) == 0
+    assert "labels of 2 classes kept" in capsys.readouterr().out
     packed = ImageDataset(tmp_path / "pets.zip", P16, progress=False, labels="require")
     assert packed.labels.class_names == ("cat", "dog")
     source = ImageDataset(classes, P16, progress=False, labels="require")
@@ -149,9 +152,10 @@ def test_mnist_labels_and_the_dataset_tool_keeps_them(classes, tmp_path):
         i = packed.names.index(name)
         j = int(np.argmin([(packed[i] - source[k]).abs().max() for k in range(len(source))]))
         assert label == source.labels.values[j]
-    none = make_dataset_zip(str(classes), tmp_path / "plain.zip", P16, progress=False,
-                            labels="none")
-    assert none["labels"] is None
+    assert main(["dataset", str(classes), str(tmp_path / "plain.zip"), "--resolution", "16",
+                 "--labels", "none"]) == 0
+    assert json.loads(zipfile.ZipFile(tmp_path / "plain.zip").read("dataset.json"))[
+        "labels"] is None
     with pytest.raises(DatasetError, match='"labels": null'):
         ImageDataset(tmp_path / "plain.zip", P16, progress=False, labels="require")
 
@@ -337,3 +341,8 @@ def test_conditional_script_as_documented(tmp_path):
     assert result["real_test_accuracy"] > 0.8  # the classifier itself works after one epoch
     assert len(result["generated_per_class"]) == 10 and result["training"]["steps"] >= 1
     assert Image.open(tmp_path / "out" / "grid.png").size == (8 * 34 - 2, 10 * 34 - 2)
+    # docs/conditional.md's scoring of an existing run
+    again = conditional.main(["--run", str(tmp_path / "run"), "--per-class", "4",
+                              "--epochs", "1"])
+    assert again["generated_per_class"] == result["generated_per_class"]  # deterministic
+    assert again["training"] is None
