@@ -128,6 +128,19 @@ def test_bad_folder_labels_and_unlabelled_data(classes, tmp_path):
         ImageDataset(flat, P16, progress=False, labels="yes")
 
 
+def test_docs_commands(classes, tmp_path, capsys, monkeypatch):
+    """docs/conditional.md's train and generate commands, at toy size (steps, batch)."""
+    monkeypatch.chdir(classes.parent)
+    assert main(["train", "--data", "pets/", "--cond", "--out", "runs/pets", "--steps", "1",
+                 "--batch", "2", "--workers", "0"]) == 0
+    assert main(["generate", "--model", "runs/pets", "--class", "all", "--seeds", "0-7",
+                 "--out", "out/pets"]) == 0
+    assert main(["generate", "--model", "runs/pets", "--class", "dog", "--seeds", "0-15",
+                 "--out", "out/dogs"]) == 0
+    assert len(list(Path("out/dogs").glob("class001-seed*.png"))) == 16
+    assert "16 images and grid.png" in capsys.readouterr().out
+
+
 def test_train_cond_on_unlabelled_data_says_how_to_label(tmp_path, capsys):
     flat = tmp_path / "flat"
     _image(flat / "a.png", 1)
