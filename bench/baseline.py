@@ -27,6 +27,7 @@ class BaselineConfig:
     batch: int = 64
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
+    num_classes: int = 0  # unconditional; hitgan's evaluate() reads it of every generator
 
     def __post_init__(self) -> None:
         r = self.resolution

@@ -204,7 +204,8 @@ def evaluate(generator: HiTGenerator, reference: FeatureStats,
                                  generator.config.latent_dim).to(device)
                 labels = torch.tensor(list(rows)).remainder(k).to(device) if k else None  # (B,)
                 t0 = time.perf_counter()
-                images = quantize(generator(z, labels))  # (B, C, R, R) uint8
+                images = quantize(generator(z) if labels is None  # (B, C, R, R) uint8
+                                  else generator(z, labels))
                 t1 = _synchronized(device)
                 local.append(extractor(images))  # (B, D)
                 t2 = _synchronized(device)
