@@ -80,6 +80,9 @@ class TrainConfig:
     # discriminator channels relative to the preset's (every layer, rounded; StyleGAN2-ADA's
     # cbase in spirit): 0.5 keeps a quarter of D's FLOPs. 1 = the preset (official) D.
     d_width: float = 1.0
+    # StyleGAN's minibatch standard deviation channel in D (groups of 4; not official, which
+    # has it off): D sees how alike the images of a group are, which counters mode collapse
+    d_mbstd: bool = False
     # "official": truncated-normal(0.02) output layers (the image starts grey, std ~0.05);
     # "data": then rescale/shift them once so the first images have the data's per-channel
     # mean and std (HiTGenerator.match_output_statistics)
@@ -153,6 +156,8 @@ class TrainConfig:
 
     def discriminator_config(self) -> DiscriminatorConfig:
         d = get_preset(self.preset).discriminator
+        if self.d_mbstd:
+            d = dataclasses.replace(d, minibatch_stddev=True)
         if self.d_width == 1:
             return d
         channels = tuple(max(1, round(c * self.d_width)) for c in d.channel_table.values())
