@@ -283,10 +283,11 @@ def test_training_with_labels_saves_classes(run):
                 progress=False)
 
 
-@pytest.mark.parametrize("penalty", ["wgan", "r1+r2"])
-def test_other_penalties_take_labels(run, tmp_path, penalty):
+@pytest.mark.parametrize(("penalty", "mbstd"), [("wgan", False), ("r1+r2", True)])
+def test_other_penalties_take_labels(run, tmp_path, penalty, mbstd):
+    """WGAN-GP and R1+R2 with labels; --d-mbstd (the second 20-minute run's D) too."""
     cfg = dataclasses.replace(run.cfg, out=str(tmp_path / "r"), penalty=penalty, steps=1,
-                              bcr=False)
+                              bcr=False, d_mbstd=mbstd)
     trainer = Trainer(cfg, progress=False)
     stats = trainer.train_step([next(iter(trainer.loader()))])
     assert all(np.isfinite(v) for v in stats.values())
