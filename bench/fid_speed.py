@@ -55,11 +55,10 @@ class Row:
     gflops: float
 
 
-def network_flops() -> int:
+def network_flops(net: torch.nn.Module) -> int:
     """FLOPs of one 299x299 image through the network (convolutions, as torch counts them)."""
-    net = InceptionExtractor().net
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        net(torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE))
+        net(torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE, device=next(net.parameters()).device))
     return counter.get_total_flops()
 
 
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             times[name] += timed(lambda ex=ex, out=out, part=part: out.extend(
                 ex(b) for b in part.split(args.batch)), 1, args.device)
             feats[name].append(torch.cat(out).cpu())
-    flops = network_flops()
+    flops = network_flops(extractors["reference"].net)
     peak = matmul_peak(args.matmul_size, torch.float32, args.device)
     ref = torch.cat(feats["reference"]).double()
     scale = ref.pow(2).mean().sqrt().item()

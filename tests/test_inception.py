@@ -78,3 +78,13 @@ def test_compiled_path_runs_fixed_batches(monkeypatch, extractors, digits):
     torch.testing.assert_close(fixed(grey[:2]), eager(grey[:2]))  # sets the batch to 2
     assert fixed._batch == 2
     torch.testing.assert_close(fixed(grey), eager(grey), atol=1e-5, rtol=1e-5)  # 2 + 2 + 1 pad
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_features_equal_the_cpu_reference(features, digits):
+    images = torch.cat([digits, pattern()]).cuda()
+    ref = features["reference"]
+    for kind in ("fast", "reference"):
+        got = InceptionExtractor(kind=kind).cuda()(images).cpu()
+        assert (got - ref).abs().max() <= TOLERANCE * ref.pow(2).mean().sqrt(), kind

@@ -23,6 +23,8 @@ import hashlib
 import importlib.util
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -109,6 +111,18 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
                              f"({str(e).splitlines()[0]}){hint}") from e
 
 
+@contextmanager
+def fp32_convolutions() -> Iterator[None]:
+    """cuDNN convolutions in full fp32 inside (PyTorch lets them use TF32 by default, whose
+    10-bit mantissa would move features far beyond the extractors' agreement)."""
+    allowed = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = allowed
+
+
 def preprocess(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> (B, 3, 299, 299) float in [-1, 1]: steps 2 and 3 above."""
     return (resize_tf_bilinear(images.float()) - 128) / 128
@@ -180,14 +194,15 @@ class InceptionExtractor(nn.Module):
             raise ValueError(f"Inception input: need uint8 (B, 3, H, W) images, got "
                              f"{images.dtype} {tuple(images.shape)}; quantize() generator outputs")
         images = images.expand(-1, 3, -1, -1)  # grey -> RGB
-        if self.compiled is None:
-            return self._features(images)
-        self._batch = self._batch or len(images)
-        out = []
-        for chunk in images.contiguous().split(self._batch):  # fixed shapes: one compilation
-            pad = chunk.new_zeros(self._batch - len(chunk), *chunk.shape[1:])
-            out.append(self.compiled(torch.cat([chunk, pad]))[:len(chunk)])
-        return torch.cat(out)
+        with fp32_convolutions():
+            if self.compiled is None:
+                return self._features(images)
+            self._batch = self._batch or len(images)
+            out = []
+            for chunk in images.contiguous().split(self._batch):  # fixed shapes: one compile
+                pad = chunk.new_zeros(self._batch - len(chunk), *chunk.shape[1:])
+                out.append(self.compiled(torch.cat([chunk, pad]))[:len(chunk)])
+            return torch.cat(out)
 
 
     @classmethod
