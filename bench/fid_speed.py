@@ -51,7 +51,7 @@ class Row:
     first_call_s: float  # the first batch: compilation (or its cache) for fast+compile
     max_abs_difference: float  # to the reference's features, over all images
     relative_difference: float  # max_abs_difference / RMS of the reference's features
-    fid_even_odd: float  # even-indexed images against odd-indexed ones
+    fid_even_odd: float | None  # even-indexed images against odd-indexed ones (not --no-fid)
     gflops: float
 
 
@@ -60,6 +60,13 @@ def network_flops(net: torch.nn.Module) -> int:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         net(torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE, device=next(net.parameters()).device))
     return counter.get_total_flops()
+
+
+def fid_text(fid: float | None, reference: float | None = None) -> str:
+    """``12.3456``, or its difference to the reference's ``+0.00012``; ``-`` when skipped."""
+    if fid is None or reference is None:
+        return "-" if fid is None else f"{fid:.4f}"
+    return f"{fid - reference:+.5f}"
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -72,6 +79,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--extractors", default=",".join(CANDIDATES),
                    help=f"comma-separated, of {list(CANDIDATES)}; reference always runs")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch.set_num_threads for all (default: torch's, one per core)")
+    p.add_argument("--no-fid", action="store_true",
+                   help="skip the FIDs (two 2048x2048 eigh and an SVD each: slow on 2 cores)")
     p.add_argument("--json", help="also write the rows and machine info here")
     add_machine_options(p)
     args = p.parse_args(argv)
@@ -82,6 +93,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
         p.error(f"--extractors: unknown {unknown}; choose from {list(CANDIDATES)}")
     if args.images % (2 * args.rounds):
         p.error(f"--images {args.images}: must be a multiple of 2 x --rounds ({args.rounds})")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     info = start_run(args.device, not args.no_malloc_cache)
     data = ImageDataset(args.data, Preprocess(args.resolution))
     if len(data) < args.images:
@@ -103,7 +116,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             times[name] += timed(lambda ex=ex, out=out, part=part: out.extend(
                 ex(b) for b in part.split(args.batch)), 1, args.device)
             feats[name].append(torch.cat(out).cpu())
-    flops = network_flops(extractors["reference"].net)
+    flops = network_flops(extractors[names[-1]].net)  # the fast network counts quicker
     peak = matmul_peak(args.matmul_size, torch.float32, args.device)
     ref = torch.cat(feats["reference"]).double()
     scale = ref.pow(2).mean().sqrt().item()
@@ -112,9 +125,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
         f = torch.cat(feats[name]).double()
         speed = per_round / statistics.median(t for t, _ in times[name])
         diff = (f - ref).abs().max().item()
+        fid = None if args.no_fid else fid_from_features(f[0::2].numpy(), f[1::2].numpy())
         rows.append(Row(name, speed, statistics.median(c for _, c in times[name]), first[name],
-                        diff, diff / scale, fid_from_features(f[0::2].numpy(), f[1::2].numpy()),
-                        speed * flops / 1e9))
+                        diff, diff / scale, fid, speed * flops / 1e9))
     print(describe(info))
     print(f"{args.images} images of {args.data} at {args.resolution}px, batch {args.batch}, "
           f"{args.rounds} rounds; network {flops / 1e9:.2f} GFLOP/img; fp32 matmul peak "
@@ -126,8 +139,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
          "% of matmul peak"],
         [[r.extractor, f"{r.images_per_s:.2f}", f"{r.images_per_s / ref_row.images_per_s:.2f}x",
           f"{r.cpu_per_wall:.2f}", f"{r.first_call_s:.1f}", f"{r.max_abs_difference:.2e}",
-          f"{r.relative_difference:.2e}", f"{r.fid_even_odd:.4f}",
-          f"{r.fid_even_odd - ref_row.fid_even_odd:+.5f}", f"{r.gflops:.1f}",
+          f"{r.relative_difference:.2e}", fid_text(r.fid_even_odd),
+          fid_text(r.fid_even_odd, ref_row.fid_even_odd), f"{r.gflops:.1f}",
           f"{100 * r.gflops / peak:.0f}%"] for r in rows]))
     if args.json:
         Path(args.json).write_text(json.dumps(
