@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor_config
 from torch import nn
 
 from hitgan.metrics.inception import InceptionV3
@@ -178,8 +179,7 @@ class InceptionExtractor(nn.Module):
             except (AttributeError, RuntimeError) as e:
                 raise ExtractorError(f"--inception {path}: not the layout of {WHEEL}'s "
                                      f"{WHEEL_FILE} ({e}); use --extractor reference") from e
-        self.compiled = (torch.compile(self._features, options={"freezing": True})
-                         if compile else None)
+        self.compiled = torch.compile(self._features) if compile else None
         self._batch = 0  # the compiled batch size, set by the first call
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
@@ -199,9 +199,13 @@ class InceptionExtractor(nn.Module):
                 return self._features(images)
             self._batch = self._batch or len(images)
             out = []
-            for chunk in images.contiguous().split(self._batch):  # fixed shapes: one compile
-                pad = chunk.new_zeros(self._batch - len(chunk), *chunk.shape[1:])
-                out.append(self.compiled(torch.cat([chunk, pad]))[:len(chunk)])
+            # freezing: weights as constants, so convolutions get prepacked weights and fused
+            # bias + ReLU; read when the first call compiles (torch.compile's options= did not
+            # turn it on here: convolutions stayed aten::mkldnn_convolution)
+            with inductor_config.patch(freezing=True):
+                for chunk in images.contiguous().split(self._batch):  # fixed shapes: one compile
+                    pad = chunk.new_zeros(self._batch - len(chunk), *chunk.shape[1:])
+                    out.append(self.compiled(torch.cat([chunk, pad]))[:len(chunk)])
             return torch.cat(out)
 
 
