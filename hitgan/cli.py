@@ -410,7 +410,7 @@ def _add_common_eval_args(p: argparse.ArgumentParser, batch: int) -> None:
     p.add_argument("--extractor", choices=EXTRACTORS, default="fast",
                    help="fast: those weights in a re-expressed network (folded batch norm, "
                    "channels-last; compiled on CPU from 2,000 images), the same features to "
-                   "2e-5 of their scale; reference: the TorchScript itself")
+                   "3e-5 of their scale; reference: the TorchScript itself")
     p.add_argument("--batch", type=int, default=batch)
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
     p.add_argument("--device", help="default: cuda if available, else cpu")

@@ -134,7 +134,7 @@ def check_reference(meta: dict[str, Any], image_size: tuple[int, int],
 
 def kind_note(meta: dict[str, Any], extractor: InceptionExtractor) -> str | None:
     """A line saying that statistics came from the other implementation of the same weights
-    (``check_reference`` allows it: their features agree to 2e-5 of their scale and FID to
+    (``check_reference`` allows it: their features agree to 3e-5 of their scale and FID to
     0.01, docs/evaluation.md), or None. Files made before the fast extractor are ``reference``.
     """
     theirs = meta["extractor"].get("kind", "reference")
