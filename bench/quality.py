@@ -244,6 +244,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="a hitgan run with these training options (repeatable); default: "
                    "one run, 'hitgan', with the default recipe")
     p.add_argument("--no-baseline", action="store_true", help="skip the DCGAN baseline")
+    p.add_argument("--baseline-only", action="store_true",
+                   help="train only the baseline (e.g. in a second process beside a "
+                   "--no-baseline one, each on its own core)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False,
                    help="random horizontal flips for both (off: a mirrored digit is no digit)")
     p.add_argument("--workers", type=int, default=0,
@@ -266,8 +269,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("points", "fid_samples", "curve_samples"):
         if getattr(args, name) < (2 if "samples" in name else 1):
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: too small")
+    if args.baseline_only and (args.no_baseline or args.variant):
+        p.error("--baseline-only trains the baseline alone: drop --no-baseline and --variant")
     try:
-        args.variants = [parse_variant(v) for v in args.variant] or [("hitgan", {})]
+        args.variants = [] if args.baseline_only else (
+            [parse_variant(v) for v in args.variant] or [("hitgan", {})])
     except ValueError as e:
         p.error(str(e))
     return args

@@ -21,6 +21,16 @@ def test_parse_variant():
         quality.parse_variant(":lr_g=1")
 
 
+
+def test_which_runs(capsys):
+    assert [n for n, _ in quality.parse_args([]).variants] == ["hitgan"]
+    assert quality.parse_args(["--baseline-only"]).variants == []
+    for clash in (["--no-baseline"], ["--variant", "x:batch=8"]):
+        with pytest.raises(SystemExit):
+            quality.parse_args(["--baseline-only", *clash])
+        assert "--baseline-only trains the baseline alone" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_baseline_shapes(resolution):
     cfg = BaselineConfig(resolution=resolution)

@@ -72,7 +72,8 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     report: list[str] = []
     cfg = build_config({"preset": "hit-tiny-32", "data": "mnist"}, report=report)
     assert (cfg.precision, cfg.penalty_every, cfg.d_width, cfg.batch) == ("fp32", 16, 0.25, 16)
-    assert (cfg.output_init, cfg.ema_decay) == ("official", 0.99)  # probed, not chosen
+    assert (cfg.norm, cfg.output_init, cfg.ema_decay) == ("layer", "data", 0.0)
+    assert cfg.generator_config().norm == "layer"
     options = [line.split("=")[0] for line in report]
     assert options == [f"auto: {c.option}" for c in recipe.auto_recipe(
         "hit-tiny-32", torch.device("cpu"))]

@@ -36,6 +36,7 @@ from hitgan.metrics.features import InceptionExtractor, quantize
 from hitgan.metrics.fid import frechet_distance, mean_cov
 from hitgan.metrics.kid import kernel_inception_distance
 from hitgan.metrics.pr import precision_recall
+from hitgan.metrics.prefetch import prefetch
 from hitgan.metrics.stats import (
     FeatureStats,
     cached_dataset_stats,
@@ -160,7 +161,8 @@ class EvalResult:
     seed: int
     seconds: float
     generate_images_per_s: float
-    features_images_per_s: float  # Inception throughput (resize + forward), this process
+    features_images_per_s: float  # Inception throughput (resize + forward), this process;
+    # generation runs in a thread beside it (hitgan.metrics.prefetch), so seconds ~ extraction
     world_size: int
     device: str
 
@@ -194,22 +196,29 @@ def evaluate(generator: HiTGenerator, reference: FeatureStats,
     start = time.perf_counter()
     local = [torch.empty(0, reference.features.shape[1], device=device)]  # (0, D) if no share
     gen_seconds = feat_seconds = 0.0
+    latent_dim = generator.config.latent_dim
+
+    def generated() -> Iterator[torch.Tensor]:
+        """The share's images, batch by batch, uint8 (B, C, R, R); timed."""
+        nonlocal gen_seconds
+        for i in range(0, len(indices), batch):
+            rows = indices[i:i + batch]
+            z = seed_latents([seed * SEED_STRIDE + j for j in rows], latent_dim).to(device)
+            labels = torch.tensor(list(rows)).remainder(k).to(device) if k else None  # (B,)
+            t0 = time.perf_counter()
+            images = quantize(generator(z) if labels is None else generator(z, labels))
+            gen_seconds += _synchronized(device) - t0
+            yield images  # (B, C, R, R) uint8
+
     try:
         generator.eval()
         with torch.inference_mode():
-            for i in tqdm(range(0, len(indices), batch), desc="eval", unit="batch",
-                          disable=not progress or rank != 0):
-                rows = indices[i:i + batch]
-                z = seed_latents([seed * SEED_STRIDE + j for j in rows],
-                                 generator.config.latent_dim).to(device)
-                labels = torch.tensor(list(rows)).remainder(k).to(device) if k else None  # (B,)
-                t0 = time.perf_counter()
-                images = quantize(generator(z) if labels is None  # (B, C, R, R) uint8
-                                  else generator(z, labels))
-                t1 = _synchronized(device)
+            for images in tqdm(prefetch(generated(), inference=True), desc="eval", unit="batch",
+                               total=math.ceil(len(indices) / batch),
+                               disable=not progress or rank != 0):
+                t1 = time.perf_counter()
                 local.append(extractor(images))  # (B, D)
-                t2 = _synchronized(device)
-                gen_seconds, feat_seconds = gen_seconds + t1 - t0, feat_seconds + t2 - t1
+                feat_seconds += _synchronized(device) - t1
     finally:
         generator.train(was_training)
     fake = gather_rows(torch.cat(local), num_samples).cpu().numpy()

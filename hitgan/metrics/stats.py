@@ -28,6 +28,7 @@ from tqdm import tqdm
 from hitgan.data.dataset import BUILTIN, ImageDataset, Preprocess
 from hitgan.metrics.features import PROTOCOL, InceptionExtractor, quantize
 from hitgan.metrics.fid import mean_cov
+from hitgan.metrics.prefetch import prefetch
 from hitgan.models.io import atomic_write
 
 STATS_FORMAT = "hitgan-stats"
@@ -54,12 +55,14 @@ def extract_features(dataset: Dataset, extractor: InceptionExtractor, batch: int
                      device: str | torch.device | None = None, workers: int = 0,
                      progress: bool = True) -> tuple[np.ndarray, float]:
     """Features of a dataset of (3, H, W) images in [-1, 1] (quantised to uint8 first), and the
-    seconds the extractor took. ``device``: default the current CUDA device if any, else CPU."""
+    seconds the extractor took. Batches are decoded (by ``workers`` processes, or in a thread
+    when 0) while the extractor runs. ``device``: default the current CUDA device if any."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loader = DataLoader(dataset, batch_size=batch, num_workers=workers, shuffle=False)
     extractor = extractor.to(device)
     features, seconds = [], 0.0
-    for images in tqdm(loader, desc="features", unit="batch", disable=not progress):
+    for images in tqdm(prefetch(loader), desc="features", unit="batch", total=len(loader),
+                       disable=not progress):
         start = time.perf_counter()
         features.append(extractor(quantize(images.to(device))).cpu())
         seconds += time.perf_counter() - start
@@ -135,6 +138,20 @@ def check_reference(meta: dict[str, Any], image_size: tuple[int, int],
                         f"(sha256 {ours['sha256'][:12]})")
     if problems:
         raise StatsError(f"{source}: cannot compare: " + "; ".join(problems))
+
+
+def kind_note(meta: dict[str, Any], extractor: InceptionExtractor) -> str | None:
+    """A line saying that statistics came from the other implementation of the same weights
+    (``check_reference`` allows it: their features agree to 3e-5 of their scale and FID to
+    0.01, docs/evaluation.md), or None. Files made before the fast extractor are ``reference``.
+    """
+    theirs = meta["extractor"].get("kind", "reference")
+    ours = extractor.identity.get("kind", "reference")
+    if theirs == ours:
+        return None
+    return (f"note: the reference statistics come from the {theirs} extractor, the samples' "
+            f"features from the {ours} one (the same weights and protocol; their FIDs agree to "
+            f"0.01, docs/evaluation.md); --extractor {theirs} uses the same one for both")
 
 
 def cache_key(source: str, preprocess: Preprocess, extractor: InceptionExtractor,

@@ -401,7 +401,8 @@ class Trainer:
         from hitgan.metrics.features import InceptionExtractor
 
         if self._reference is None:
-            self._extractor = InceptionExtractor()
+            self._extractor = InceptionExtractor.for_job(self.cfg.eval_samples,
+                                                         self.info.device)
             crop = "center" if self.cfg.crop == "random" else self.cfg.crop
             self._reference, _ = load_reference(
                 self.cfg.data, Preprocess(self.cfg.resolution, crop, self.cfg.crop_proportion),

@@ -1,0 +1,26 @@
+"""``bench/device_check.sh --dry-run``: every step of the GPU check runs on the CPU at tiny sizes
+and lands in one JSON and one markdown table."""
+
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dry_run_writes_json_and_table(tmp_path):
+    done = subprocess.run(["bash", str(ROOT / "bench" / "device_check.sh"), "--dry-run",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=2400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "device_check.json").read_text())
+    assert results["dry_run"] and list(results["steps"]) == ["tests", "inference", "train", "fid"]
+    assert {name: s["status"] for name, s in results["steps"].items()} == dict.fromkeys(
+        results["steps"], "ok")
+    fid = results["steps"]["fid"]["data"]["rows"]
+    assert [r["extractor"] for r in fid] == ["reference", "fast"]
+    assert fid[1]["relative_difference"] <= 1e-4
+    table = (tmp_path / "device_check.md").read_text()
+    for needle in ("| inference | hit-tiny-32 batch 1 |", "| train | hit-tiny-32 batch 2 |",
+                   "| fid | 4 images | fast |", "| tests | ok |"):
+        assert needle in table
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["device_check.json", "device_check.md"]
