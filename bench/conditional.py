@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.common import describe, markdown_table, start_run
-from bench.quality import clock, clock_label, parse_variant
+from bench.quality import clock_label, parse_variant, train_for
 from hitgan.data.dataset import ImageDataset, Preprocess
 from hitgan.models.generator import HiTGenerator
 from hitgan.sampling import seed_latents
@@ -138,20 +138,9 @@ def train_generator(args: argparse.Namespace) -> dict[str, Any]:
         trainer.train_step([next(batches) for _ in range(trainer.accum)])
 
     _progress(f"training for {args.minutes} min ({clock_label(args)}): {cfg.to_dict()}")
-    threads, now = torch.get_num_threads(), clock(args.clock)
-    torch.set_num_threads(args.threads)
-    steps, spent, report = 0, 0.0, time.perf_counter()
-    try:
-        while spent < args.minutes * 60:
-            t0 = now()
-            step()
-            spent, steps = spent + now() - t0, steps + 1
-            if time.perf_counter() - report > 60:
-                report = time.perf_counter()
-                _progress(f"{spent / 60:.1f} of {args.minutes} min, step {steps}, "
-                          f"{steps * cfg.batch / spent:.1f} img/s")
-    finally:
-        torch.set_num_threads(threads)
+    budget = args.minutes * 60
+    steps, spent, _ = train_for("conditional", step, cfg.batch, budget, [budget],
+                                lambda: None, args)
     checkpoint = trainer.save_checkpoint()
     grid = trainer.save_samples()
     _progress(f"{steps} steps in {spent / 60:.1f} min: {checkpoint}, {grid}")

@@ -81,7 +81,7 @@ def clock_label(args: argparse.Namespace) -> str:
     return kind + (f", {args.threads} thread{'s' * (args.threads > 1)}" if args.threads else "")
 
 
-def _train(name: str, step: Any, batch: int, budget_s: float, marks: list[float],
+def train_for(name: str, step: Any, batch: int, budget_s: float, marks: list[float],
            snapshot: Any, args: argparse.Namespace
            ) -> tuple[int, float, list[tuple[float, int, Any]]]:
     """Call ``step()`` until ``budget_s`` seconds of it (by ``--clock``, on ``--threads``) have
@@ -132,7 +132,7 @@ def train_hitgan(name: str, overrides: dict[str, Any], args: argparse.Namespace,
         return copy.deepcopy(trainer.ema.model.state_dict())
 
     _progress(f"{name}: training for {args.minutes} min ({cfg.to_dict()})")
-    steps, spent, snaps = _train(name, step, cfg.batch, args.minutes * 60, marks, snapshot,
+    steps, spent, snaps = train_for(name, step, cfg.batch, args.minutes * 60, marks, snapshot,
                                  args)
     run = Run(name, cfg.to_dict(), cfg.batch, steps, spent)
     return run, trainer, snaps
@@ -161,7 +161,7 @@ def train_baseline(args: argparse.Namespace, marks: list[float]) -> tuple[Run, A
         return copy.deepcopy(trainer.G.state_dict())
 
     _progress(f"{BASELINE}: training for {args.minutes} min ({asdict(cfg)})")
-    steps, spent, snaps = _train(BASELINE, step, cfg.batch, args.minutes * 60, marks, snapshot,
+    steps, spent, snaps = train_for(BASELINE, step, cfg.batch, args.minutes * 60, marks, snapshot,
                                  args)
     return Run(BASELINE, asdict(cfg), cfg.batch, steps, spent), trainer, snaps
 
