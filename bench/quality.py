@@ -12,6 +12,8 @@ training, every snapshot is scored: FID of ``--curve-samples`` samples, and of `
 at the last point, against the Inception statistics of the whole dataset (cached; or
 ``--reference stats.npz``). ``--variant NAME:OPT=VALUE,...`` adds hitgan runs with other
 training options (repeatable; ``recipe=official`` picks the recipe), for recipe experiments.
+``--score-g`` also scores each hitgan run's G itself, as a row 'NAME (G)': weight averaging does
+not change training, so one run measures a run with and without an EMA.
 Prints a table, writes JSON, an FID-vs-minutes plot and each run's last 64 samples as a grid.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
 import tempfile
@@ -117,6 +120,7 @@ def _timed_steps(name: str, step: Any, batch: int, budget_s: float, marks: list[
 
 def train_hitgan(name: str, overrides: dict[str, Any], args: argparse.Namespace,
                  marks: list[float], workdir: str) -> tuple[Run, Trainer, list]:
+    """Train one hitgan run; each snapshot is {"ema": state} (and "G" with --score-g)."""
     options = dict(overrides)
     recipe = options.pop("recipe", None)  # None: hitgan's default for the preset
     cfg = build_config({"data": args.data, "preset": args.preset, "flip": args.flip,
@@ -128,8 +132,9 @@ def train_hitgan(name: str, overrides: dict[str, Any], args: argparse.Namespace,
     def step() -> None:
         trainer.train_step([next(batches) for _ in range(trainer.accum)])
 
-    def snapshot() -> dict[str, torch.Tensor]:
-        return copy.deepcopy(trainer.ema.model.state_dict())
+    def snapshot() -> dict[str, dict[str, torch.Tensor]]:
+        models = {"ema": trainer.ema.model, **({"G": trainer.G} if args.score_g else {})}
+        return {k: copy.deepcopy(m.state_dict()) for k, m in models.items()}
 
     _progress(f"{name}: training for {args.minutes} min ({cfg.to_dict()})")
     steps, spent, snaps = train_for(name, step, cfg.batch, args.minutes * 60, marks, snapshot,
@@ -243,6 +248,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variant", action="append", default=[], metavar="NAME:OPT=VALUE,...",
                    help="a hitgan run with these training options (repeatable); default: "
                    "one run, 'hitgan', with the default recipe")
+    p.add_argument("--score-g", action="store_true",
+                   help="also score each hitgan run's G itself (row 'NAME (G)'): with an EMA, "
+                   "the same run without one")
     p.add_argument("--no-baseline", action="store_true", help="skip the DCGAN baseline")
     p.add_argument("--baseline-only", action="store_true",
                    help="train only the baseline (e.g. in a second process beside a "
@@ -291,8 +299,9 @@ def main(argv: list[str] | None = None) -> list[Run]:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"quality-{Path(str(args.data)).stem}-{args.preset}-{args.minutes:g}min"
 
-    def grid(run_name: str) -> Path:
-        return out / f"{stem}-{run_name.replace(' ', '_')}.png"
+    def grid(run_name: str) -> Path:  # 'fast (G)' -> STEM-fast-G.png
+        slug = run_name.replace(" (", "-").replace(")", "").replace(" ", "_")
+        return out / f"{stem}-{slug}.png"
 
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="hitgan-quality-") as tmp:
@@ -303,8 +312,12 @@ def main(argv: list[str] | None = None) -> list[Run]:
                 trainer.ema.model.load_state_dict(state)
                 return trainer.sampling_generator()
 
-            score(run, load, snaps, reference, extractor, args, grid(name))
-            runs.append(run)
+            for key in ("ema", "G") if args.score_g else ("ema",):
+                scored = run if key == "ema" else dataclasses.replace(
+                    run, name=f"{name} (G)", points=[])
+                score(scored, load, [(t, n, s[key]) for t, n, s in snaps], reference, extractor,
+                      args, grid(scored.name))
+                runs.append(scored)
             del trainer, snaps
         if not args.no_baseline:
             run, baseline, snaps = train_baseline(args, marks)

@@ -51,17 +51,20 @@ def test_smoke(tmp_path, capsys):
                          "--clock", "cpu", "--threads", "1",
                          "--fid-samples", "4", "--cache-dir",
                          str(tmp_path / "cache"), "--out", str(out),
-                         "--variant", "fast:penalty_every=4,d_width=0.5,batch=4"])
-    assert [r.name for r in runs] == ["fast", quality.BASELINE]
+                         "--variant", "fast:penalty_every=4,d_width=0.5,batch=4,ema_decay=0.999,"
+                         "ema_start=0", "--score-g"])
+    assert [r.name for r in runs] == ["fast", "fast (G)", quality.BASELINE]
+    ema, raw = runs[0].points[0], runs[1].points[0]  # one run, scored twice
+    assert ema["step"] == raw["step"] and ema["fid"] != raw["fid"]
     for run in runs:
         assert run.steps >= 1 and [p["samples"] for p in run.points] == [4]
         assert all(p["fid"] > 0 for p in run.points)
     assert runs[0].options["d_width"] == 0.5
     stem = "quality-data-hit-tiny-32-0.03min"
     record = json.loads((out / f"{stem}.json").read_text())
-    assert [r["name"] for r in record["runs"]] == ["fast", quality.BASELINE]
+    assert [r["name"] for r in record["runs"]] == ["fast", "fast (G)", quality.BASELINE]
     assert (out / f"{stem}.png").stat().st_size > 0
-    for name in ("fast", "baseline"):  # each run's last samples, 8 x 8 tiles of 32 px
+    for name in ("fast", "fast-G", "baseline"):  # each run's last samples, 8 x 8 tiles of 32 px
         assert Image.open(out / f"{stem}-{name}.png").size == (8 * 34 - 2, 8 * 34 - 2)
     printed = capsys.readouterr().out
     assert "FID-4 after 0.03 min: fast" in printed and "(CPU time / threads, 1 thread)" in printed
