@@ -72,7 +72,7 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     report: list[str] = []
     cfg = build_config({"preset": "hit-tiny-32", "data": "mnist"}, report=report)
     assert (cfg.precision, cfg.penalty_every, cfg.d_width, cfg.batch) == ("fp32", 16, 0.25, 16)
-    assert (cfg.norm, cfg.output_init, cfg.ema_decay) == ("layer", "data", 0.0)
+    assert (cfg.norm, cfg.output_init, cfg.ema_kimg, cfg.ema_rampup) == ("layer", "data", 5, 0.05)
     assert cfg.generator_config().norm == "layer"
     options = [line.split("=")[0] for line in report]
     assert options == [f"auto: {c.option}" for c in recipe.auto_recipe(
@@ -83,6 +83,10 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     cfg = build_config({"data": "mnist", "d_width": 1.0}, report=report)  # a flag wins
     assert cfg.precision == "bf16" and cfg.d_width == 1.0
     assert any("[overridden: d_width=1.0]" in line for line in report)
+    report = []
+    cfg = build_config({"data": "mnist", "ema_decay": 0.99}, report=report)  # a decay, no kimg
+    assert (cfg.ema_decay, cfg.ema_kimg, cfg.ema_rampup) == (0.99, None, None)
+    assert any("[overridden: ema_kimg=None]" in line for line in report)
     official = build_config({"data": "mnist"}, recipe="official")
     assert (official.penalty_every, official.penalty_cost, official.d_width) == (1, 10.0, 1.0)
     assert official.output_init == "official"

@@ -230,6 +230,10 @@ def build_config(overrides: dict[str, Any], config_file: str | None = None,
                             < AUTO_BELOW):
         choices = auto_recipe(preset, init_device())
         recipe_values = {c.option: c.value for c in choices}
+        given = {**file_values, **overrides}
+        if "ema_decay" in given and "ema_kimg" not in given:  # an explicit decay wins
+            recipe_values.pop("ema_kimg", None)
+            recipe_values.pop("ema_rampup", None)
     values = {**PRESET_DEFAULTS.get(preset, {}), **recipe_values, **file_values, **overrides}
     values.setdefault("out", f"runs/{preset}")
     cfg = TrainConfig.from_dict(values)
