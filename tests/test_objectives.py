@@ -7,7 +7,14 @@ import torch
 
 from hitgan.training.augment import cutout, diff_augment, draw_cutout, translation
 from hitgan.training.ema import EMA
-from hitgan.training.losses import consistency_loss, d_loss, g_loss, r1_penalty, wgan_gp
+from hitgan.training.losses import (
+    consistency_loss,
+    d_loss,
+    g_loss,
+    mode_seeking_loss,
+    r1_penalty,
+    wgan_gp,
+)
 
 
 def sp(x: float) -> float:  # softplus
@@ -68,6 +75,19 @@ def test_consistency_by_hand():
     f, fa = torch.tensor([[0.0], [0.0]]), torch.tensor([[1.0], [-1.0]])
     # mean((r - ra)^2) + mean((f - fa)^2) = (0.25 + 4)/2 + (1 + 1)/2
     assert consistency_loss(r, ra, f, fa).item() == pytest.approx(2.125 + 1.0)
+
+
+def test_mode_seeking_by_hand():
+    fakes = torch.zeros(4, 1, 2, 2)
+    fakes[1] = 0.5  # pair (0, 1): images 0.5 apart per pixel
+    fakes[3] = 2.0  # pair (2, 3): 2.0 apart
+    z = torch.zeros(4, 2)
+    z[1] = 1.0  # latents 1.0 apart in both pairs
+    z[3] = 1.0
+    want = (1 / (0.5 + 1e-5) + 1 / (2.0 + 1e-5)) / 2
+    assert mode_seeking_loss(fakes, z).item() == pytest.approx(want, rel=1e-6)
+    alike = mode_seeking_loss(torch.zeros(4, 1, 2, 2), z)  # G ignores z: a large loss
+    assert alike.item() == pytest.approx(1e5, rel=1e-6)
 
 
 def test_translation_moves_pixels_and_fills_zero():

@@ -83,6 +83,11 @@ class TrainConfig:
     # StyleGAN's minibatch standard deviation channel in D (groups of 4; not official, which
     # has it off): D sees how alike the images of a group are, which counters mode collapse
     d_mbstd: bool = False
+    # mode seeking (Mao et al. 2019, MSGAN): fakes come in pairs (rows 2i, 2i+1; the same class
+    # in a conditional run) and G's loss adds this cost x mean over pairs of
+    # 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + 1e-5): it pays G for images that follow z.
+    # 0 = off (official)
+    mode_seeking: float = 0.0
     # "official": truncated-normal(0.02) output layers (the image starts grey, std ~0.05);
     # "data": then rescale/shift them once so the first images have the data's per-channel
     # mean and std (HiTGenerator.match_output_statistics)
@@ -143,6 +148,8 @@ class TrainConfig:
         if not 0 < self.d_width <= 4:
             raise ValueError(f"d_width={self.d_width}: must be in (0, 4]; 1 is the preset's "
                              "discriminator, 0.5 halves its channels")
+        if self.mode_seeking < 0:
+            raise ValueError(f"mode_seeking={self.mode_seeking}: must be >= 0 (0 = off)")
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ValueError(f"lr_g={self.lr_g}, lr_d={self.lr_d}: learning rates must be > 0")
 
@@ -169,6 +176,9 @@ class TrainConfig:
         if per_device < 1 or self.batch % (per_device * world):
             raise ValueError(f"batch={self.batch}: must be a multiple of batch_per_device "
                              f"({per_device}) x processes ({world})")
+        if self.mode_seeking and per_device % 2:
+            raise ValueError(f"mode_seeking={self.mode_seeking} pairs the fakes of each micro-"
+                             f"batch: make batch_per_device ({per_device}) even")
         return per_device, self.batch // (per_device * world)
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,7 +52,14 @@ from hitgan.training.distributed import (
     is_peer_failure,
 )
 from hitgan.training.ema import EMA
-from hitgan.training.losses import consistency_loss, d_loss, g_loss, r1_penalty, wgan_gp
+from hitgan.training.losses import (
+    consistency_loss,
+    d_loss,
+    g_loss,
+    mode_seeking_loss,
+    r1_penalty,
+    wgan_gp,
+)
 from hitgan.training.optim import official_adam
 
 log = logging.getLogger(__name__)
@@ -156,6 +163,9 @@ class Trainer:
             real_logits = self.D(real_in, real_labels)
             out = {"G/loss": g_loss(fake_logits, cfg.loss, real_logits),
                    "D/loss_gan": d_loss(real_logits, fake_logits, cfg.loss)}
+            if cfg.mode_seeking:
+                out["G/mode_seeking"] = mode_seeking_loss(fakes, z)
+                out["G/loss"] = out["G/loss"] + cfg.mode_seeking * out["G/mode_seeking"]
             if regularize and r1:
                 out["D/r1"] = r1_penalty(real_logits, real_in)
                 if cfg.penalty == "r1+r2":
@@ -193,6 +203,8 @@ class Trainer:
         if self.label_values is not None:
             pick = torch.randint(len(self.label_values), (cfg.batch,), generator=self.gen)
             fake_labels_all = self.label_values[pick]  # (batch,)
+            if cfg.mode_seeking:  # pairs of one class: rows 2i and 2i+1
+                fake_labels_all = fake_labels_all[0::2].repeat_interleave(2)
         regularize = cfg.penalty != "none" and self.step % cfg.penalty_every == 0
         g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
         stats: dict[str, float] = defaultdict(float)

@@ -58,3 +58,12 @@ def consistency_loss(real_logits: torch.Tensor, real_aug_logits: torch.Tensor,
                      fake_logits: torch.Tensor, fake_aug_logits: torch.Tensor) -> torch.Tensor:
     """bCR: MSE between logits of images and of their augmentations, for reals and fakes."""
     return (F.mse_loss(real_aug_logits, real_logits) + F.mse_loss(fake_aug_logits, fake_logits))
+
+
+def mode_seeking_loss(fakes: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """MSGAN's term (Mao et al. 2019) over the pairs of rows (2i, 2i+1): the mean over pairs of
+    1 / (mean|x1 - x2| / mean|z1 - z2| + 1e-5). Small when images differ as much as latents do."""
+    x, z = fakes.float(), z.float()
+    images = (x[0::2] - x[1::2]).abs().flatten(1).mean(1)  # (b/2,)
+    latents = (z[0::2] - z[1::2]).abs().mean(1)
+    return (1 / (images / latents + 1e-5)).mean()
