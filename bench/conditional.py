@@ -13,6 +13,9 @@ fixed 80% of the labelled images and is tested on the other 20%; the generator (
 statistics recalibrated as the trainer samples) makes ``--per-class`` samples of every class
 from seeds 0..N-1. Prints per-class and mean accuracy on generated samples beside the
 classifier's accuracy on the real test split, and writes them as JSON into the run directory.
+Accuracy rewards one good image per class as much as a varied class, so it also prints each
+class's spread (the mean over pixels of the std over images) of the generated and of the real
+images: a class collapsed to one image has a spread near 0 whatever its accuracy.
 """
 
 from __future__ import annotations
@@ -109,20 +112,24 @@ def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classe
     return [float((predicted[labels == k] == k).float().mean()) for k in range(num_classes)]
 
 
+def spread(images: torch.Tensor) -> float:
+    """How much a set of images (N, C, H, W) varies: the mean over pixels of their std over N."""
+    return float(images.std(0).mean())
+
+
 @torch.no_grad()
-def generated_accuracy(G: HiTGenerator, model: Classifier, per_class: int, batch: int = 250
-                       ) -> list[float]:
-    """Per class k: of ``per_class`` samples generated as k (seeds 0..per_class-1), the
-    fraction the classifier calls k."""
+def generated_scores(G: HiTGenerator, model: Classifier, per_class: int, batch: int = 250
+                     ) -> tuple[list[float], list[float]]:
+    """Per class k, of ``per_class`` samples generated as k (seeds 0..per_class-1): the
+    fraction the classifier calls k, and their spread (a class collapsed to one image: ~0)."""
     z = seed_latents(range(per_class), G.config.latent_dim)
-    accuracy = []
+    accuracy, spreads = [], []
     for k in range(G.config.num_classes):
-        right = 0
-        for zs in z.split(batch):
-            images = G(zs, torch.full((len(zs),), k)).clamp(-1, 1)  # as the saved images
-            right += int((model(images).argmax(1) == k).sum())
-        accuracy.append(right / per_class)
-    return accuracy
+        images = torch.cat([G(zs, torch.full((len(zs),), k)).clamp(-1, 1)  # as saved
+                            for zs in z.split(batch)])
+        accuracy.append(float((predict(model, images) == k).float().mean()))
+        spreads.append(spread(images))
+    return accuracy, spreads
 
 
 def train_generator(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,26 +173,34 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     _progress(f"classifier: {len(train)} images x {args.epochs} epochs in "
               f"{time.perf_counter() - start:.0f} s; real test accuracy {real_mean:.4f}")
     G.recalibrate_batchnorm(args.bn_recalibrate, seed=args.seed).eval()
-    fake = generated_accuracy(G, model, args.per_class)
+    fake, fake_spread = generated_scores(G, model, args.per_class)
+    real_spread = [spread(images[labels == k]) for k in range(len(names))]
+    ratio = [f / r for f, r in zip(fake_spread, real_spread, strict=True)]
     return {"run": str(args.run), "data": args.data, "classes": list(names),
             "classifier": {"train_images": len(train), "test_images": len(test),
                            "epochs": args.epochs},
             "real_test_accuracy": real_mean, "real_test_per_class": real,
             "generated_per_class_samples": args.per_class,
-            "generated_accuracy": float(np.mean(fake)), "generated_per_class": fake}
+            "generated_accuracy": float(np.mean(fake)), "generated_per_class": fake,
+            "generated_spread_per_class": fake_spread, "real_spread_per_class": real_spread,
+            "spread_ratio": float(np.mean(ratio))}
 
 
 def report(result: dict[str, Any]) -> str:
-    rows = [[k, name, f"{fake:.3f}", f"{real:.3f}"] for k, (name, fake, real) in enumerate(zip(
-        result["classes"], result["generated_per_class"], result["real_test_per_class"],
-        strict=True))]
+    rows = [[k, name, f"{fake:.3f}", f"{real:.3f}", f"{fs:.3f} / {rs:.3f}"]
+            for k, (name, fake, real, fs, rs) in enumerate(zip(
+                result["classes"], result["generated_per_class"], result["real_test_per_class"],
+                result["generated_spread_per_class"], result["real_spread_per_class"],
+                strict=True))]
     rows.append(["mean", "", f"{result['generated_accuracy']:.4f}",
-                 f"{result['real_test_accuracy']:.4f}"])
+                 f"{result['real_test_accuracy']:.4f}", f"ratio {result['spread_ratio']:.3f}"])
     n = result["generated_per_class_samples"]
     return (markdown_table(["class", "name", f"generated ({n} per class)",
-                            f"real test ({result['classifier']['test_images']} images)"], rows)
+                            f"real test ({result['classifier']['test_images']} images)",
+                            "spread generated / real"], rows)
             + f"\n\nclassification accuracy: generated {result['generated_accuracy']:.4f} "
-            f"(mean over classes), real test split {result['real_test_accuracy']:.4f}")
+            f"(mean over classes), real test split {result['real_test_accuracy']:.4f}; "
+            f"within-class spread {result['spread_ratio']:.3f} of the real digits'")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

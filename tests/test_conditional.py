@@ -378,4 +378,13 @@ def test_conditional_script_as_documented(tmp_path):
     again = conditional.main(["--run", str(tmp_path / "run"), "--per-class", "4",
                               "--epochs", "1"])
     assert again["generated_per_class"] == result["generated_per_class"]  # deterministic
+    assert again["spread_ratio"] == result["spread_ratio"] > 0
+    assert "within-class spread" in proc.stdout
     assert again["training"] is None
+
+
+def test_spread_of_a_collapsed_set_is_zero():
+    one = torch.rand(1, 3, 4, 4)
+    assert conditional.spread(one.repeat(5, 1, 1, 1)) == 0
+    pair = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)])  # std of (0, 1): 0.7071
+    assert conditional.spread(pair) == pytest.approx(2 ** -0.5)
