@@ -73,7 +73,7 @@ def auto_recipe(preset: str, device: torch.device) -> list[Choice]:
                "(std 0.05): FID-500 142 against 217 after 6 CPU-minutes (docs/training.md)"),
         Choice("ema_kimg", 5,
                "sample from an EMA of G with a half-life of 5k images (StyleGAN2-ADA's rule "
-               "at batch 16): FID-1k 73.6 against G's own 97.7 after 10 CPU-minutes on the "
+               "at batch 16): FID-2k 44.7 against G's own 59.4 after 20 CPU-minutes on the "
                "digits, in the same run (docs/training.md)"),
         Choice("ema_rampup", 0.05,
                "the half-life is at most 5% of the images seen so far (ADA's ramp-up), so "
