@@ -373,6 +373,7 @@ def test_conditional_script_as_documented(tmp_path):
     result = json.loads((tmp_path / "run" / "conditional.json").read_text())
     assert result["real_test_accuracy"] > 0.8  # the classifier itself works after one epoch
     assert len(result["generated_per_class"]) == 10 and result["training"]["steps"] >= 1
+    assert result["training"]["options"]["mode_seeking"] == 0.03  # the auto recipe's, for --cond
     assert Image.open(tmp_path / "out" / "grid.png").size == (8 * 34 - 2, 10 * 34 - 2)
     # docs/conditional.md's scoring of an existing run
     again = conditional.main(["--run", str(tmp_path / "run"), "--per-class", "4",

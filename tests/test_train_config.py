@@ -96,6 +96,22 @@ def test_auto_recipe_for_small_presets(monkeypatch):
         build_config({}, recipe="fast")
 
 
+def test_auto_recipe_seeks_modes_in_conditional_runs():
+    """--cond adds mode seeking at 0.03 (docs/conditional.md); a flag or the official recipe
+    turns it off, and an odd micro-batch says how."""
+    report: list[str] = []
+    cfg = build_config({"data": "mnist", "cond": True}, report=report)
+    assert cfg.mode_seeking == 0.03 and cfg.micro_batch(1) == (16, 1)
+    assert any(line.startswith("auto: mode_seeking=0.03: MSGAN") for line in report)
+    assert build_config({"data": "mnist"}).mode_seeking == 0
+    assert build_config({"data": "mnist", "cond": True, "mode_seeking": 0}).mode_seeking == 0
+    assert build_config({"data": "mnist", "cond": True}, recipe="official").mode_seeking == 0
+    odd = build_config({"data": "mnist", "cond": True, "batch": 6})
+    with pytest.raises(ValueError, match=r"batch_per_device \(3\) even, or turn it off "
+                                         "with --mode-seeking 0"):
+        odd.micro_batch(2)
+
+
 def test_discriminator_width():
     d = TrainConfig(preset="hit-tiny-32", d_width=0.5).discriminator_config()
     assert d.channels == (32, 64, 128, 128)

@@ -178,7 +178,8 @@ class TrainConfig:
                              f"({per_device}) x processes ({world})")
         if self.mode_seeking and per_device % 2:
             raise ValueError(f"mode_seeking={self.mode_seeking} pairs the fakes of each micro-"
-                             f"batch: make batch_per_device ({per_device}) even")
+                             f"batch: make batch_per_device ({per_device}) even, or turn it off "
+                             "with --mode-seeking 0")
         return per_device, self.batch // (per_device * world)
 
     def to_dict(self) -> dict[str, Any]:
@@ -238,9 +239,9 @@ def build_config(overrides: dict[str, Any], config_file: str | None = None,
     choices: list[Choice] = []
     if recipe == "auto" or (recipe is None and PRESETS[preset].generator.resolution
                             < AUTO_BELOW):
-        choices = auto_recipe(preset, init_device())
-        recipe_values = {c.option: c.value for c in choices}
         given = {**file_values, **overrides}
+        choices = auto_recipe(preset, init_device(), cond=bool(given.get("cond", False)))
+        recipe_values = {c.option: c.value for c in choices}
         if "ema_decay" in given and "ema_kimg" not in given:  # an explicit decay wins
             recipe_values.pop("ema_kimg", None)
             recipe_values.pop("ema_rampup", None)
