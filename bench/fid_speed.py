@@ -142,8 +142,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
             times[name] += timed(lambda ex=ex, out=out, part=part: out.extend(
                 ex(b) for b in part.split(args.batch)), 1, args.device)
             feats[name].append(torch.cat(out).cpu())
-    flops = network_flops(extractors[names[-1]].net)  # the fast network counts quicker
-    macs = macs_by_kernel(InceptionExtractor(kind="fast").net.to(args.device))
+    fast_net = next((ex.net for ex in extractors.values() if ex.kind == "fast"), None)
+    if fast_net is None:  # its convolutions (ConvReLU) are what macs_by_kernel counts
+        fast_net = InceptionExtractor(kind="fast").net.to(args.device)
+    flops = network_flops(fast_net)
+    macs = macs_by_kernel(fast_net)
     peak = matmul_peak(args.matmul_size, torch.float32, args.device)
     ref = torch.cat(feats["reference"]).double()
     scale = ref.pow(2).mean().sqrt().item()
