@@ -168,8 +168,9 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     train, test = split(len(images))
     start = time.perf_counter()
     model = train_classifier(images[train], labels[train], len(names), args.epochs, args.seed)
-    real = per_class_accuracy(predict(model, images[test]), labels[test], len(names))
-    real_mean = float((predict(model, images[test]) == labels[test]).float().mean())
+    predicted = predict(model, images[test])
+    real = per_class_accuracy(predicted, labels[test], len(names))
+    real_mean = float((predicted == labels[test]).float().mean())
     _progress(f"classifier: {len(train)} images x {args.epochs} epochs in "
               f"{time.perf_counter() - start:.0f} s; real test accuracy {real_mean:.4f}")
     G.recalibrate_batchnorm(args.bn_recalibrate, seed=args.seed).eval()
