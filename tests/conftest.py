@@ -2,12 +2,11 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "hit_reference_a.npz"
+# Tensors made by the official TensorFlow code; where they came from: tests/data/README.md
+REFERENCE = Path(__file__).with_name("data") / "hit_reference_a.npz"
 
 
 @pytest.fixture(scope="session")
 def reference_path() -> Path:
-    assert REFERENCE.exists(), (
-        f"{REFERENCE} missing: the official reference data lives in ../shared/reference/ "
-        "next to the project root")
+    assert REFERENCE.exists(), f"{REFERENCE} missing: it is part of the repository (git checkout)"
     return REFERENCE

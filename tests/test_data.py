@@ -142,3 +142,35 @@ def test_dataset_cli_keeps_existing_output_on_error(messy, tmp_path, capsys):
     assert dest.read_bytes() == b"precious"
     assert main(["dataset", str(messy), str(dest), "--resolution", "16"]) == 0
     assert "skipped 5" in capsys.readouterr().out
+
+
+def test_grey_data_is_found_and_read_as_one_channel(tmp_path):
+    """Grey RGB files (R = G = B), L files and the built-in digits are grey; one colour file
+    makes the whole set colour. Read as one channel, each image equals its red channel."""
+    rng = np.random.default_rng(1)
+    grey = tmp_path / "grey"
+    for i in range(3):
+        g = rng.integers(0, 256, (20, 20), dtype=np.uint8)
+        _save(grey / f"rgb{i}.png", np.repeat(g[..., None], 3, axis=-1))
+    _save(grey / "l.png", rng.integers(0, 256, (20, 20), dtype=np.uint8))
+    data = ImageDataset(grey, Preprocess(16), progress=False)
+    assert data.is_greyscale()
+    rgb = [data[i] for i in range(len(data))]
+    data.set_channels(1)
+    for i, three in enumerate(rgb):
+        one = data[i]
+        assert one.shape == (1, 16, 16)
+        torch.testing.assert_close(one[0], three[0], rtol=0, atol=0)
+        torch.testing.assert_close(three[1], three[2], rtol=0, atol=0)
+
+    colour = tmp_path / "colour"
+    for i in range(3):
+        g = rng.integers(0, 256, (20, 20), dtype=np.uint8)
+        _save(colour / f"rgb{i}.png", np.repeat(g[..., None], 3, axis=-1))
+    tinted = np.repeat(rng.integers(0, 255, (20, 20, 1), dtype=np.uint8), 3, axis=-1)
+    tinted[5, 5, 2] += 1  # one pixel off grey
+    _save(colour / "tinted.png", tinted)
+    assert not ImageDataset(colour, Preprocess(16), progress=False).is_greyscale()
+    assert ImageDataset("mnist", Preprocess(32)).is_greyscale()
+    with pytest.raises(ValueError, match="channels=2"):
+        Preprocess(16, channels=2)

@@ -3,7 +3,7 @@
 tests/data/official_step.npz holds one run of the official ``GANTrainer._train_one_step``
 (hit-gan 06d310c, TF 2.21) on a small generator and discriminator: their variables before the
 step, the latents, reals and DiffAugment parameters it used, and its losses, gradients, updated
-variables and EMA generator, without and with bCR. bench/official_step.py made it
+variables and EMA generator, without and with bCR. tests/tools/official_step.py made it
 (docs/training.md says how). Here hitgan's ``Trainer`` is built around the converted models and
 makes one ``train_step`` on the same reals. Two seams feed it the official randomness: a forward
 pre-hook on G swaps in the official latents, and the Trainer's DiffAugment applies the stored

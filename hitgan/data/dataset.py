@@ -3,10 +3,12 @@
 Decoding rules (``to_rgb``): EXIF orientation is applied; L, 1, CMYK, YCbCr, LAB, HSV and
 palette images convert to RGB with Pillow; alpha (RGBA, LA, palette transparency) is composited
 onto white; 16/32-bit integer images (I;16, I) are scaled from 0..65535 to 0..255; float images
-(F) are clipped to 0..255. Then the official crop (``fixed``: resize the whole image; ``center``
-or ``random``: keep ``crop_proportion`` of the less-cropped side at ``aspect_ratio``), a bicubic
-antialiased resize (Pillow), and scaling to [-1, 1]. Files that cannot be read are skipped and
-reported, never a crash in the middle of a run.
+(F) are clipped to 0..255. Greyscale data (``ImageDataset.is_greyscale``: every image of mode L,
+1 or I, or with R = G = B) can be read as one channel (``Preprocess.channels=1``: Pillow's L
+conversion, exact for R = G = B pixels). Then the official crop (``fixed``: resize the whole
+image; ``center`` or ``random``: keep ``crop_proportion`` of the less-cropped side at
+``aspect_ratio``), a bicubic antialiased resize (Pillow), and scaling to [-1, 1]. Files that
+cannot be read are skipped and reported, never a crash in the middle of a run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import io
 import logging
 import os
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ BUILTIN = ("mnist",)
 CROP_MODES = ("fixed", "center", "random")
 LABEL_MODES = ("none", "auto", "require")  # ImageDataset(labels=...)
 MIN_SIDE = 8  # smaller images are "tiny" and skipped
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # Pillow modes without colour
 
 
 class DatasetError(ValueError):
@@ -52,6 +55,7 @@ class Preprocess:
     crop: str = "center"  # "fixed" | "center" | "random" (official ImageNet training: random)
     crop_proportion: float = 1.0  # official ImageNet: 0.875
     aspect_ratio: float = 1.0  # width / height of the crop
+    channels: int = 3  # 3 = RGB; 1 = grey (L), for data whose every image is grey
 
     def __post_init__(self) -> None:
         if self.resolution < MIN_SIDE:
@@ -62,6 +66,8 @@ class Preprocess:
             raise ValueError(f"crop_proportion={self.crop_proportion}: must be in (0, 1]")
         if self.aspect_ratio <= 0:
             raise ValueError(f"aspect_ratio={self.aspect_ratio}: must be positive")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels={self.channels}: use 3 (RGB) or 1 (grey)")
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "resize": "PIL bicubic, antialiased", "range": "[-1, 1]"}
@@ -82,6 +88,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def is_grey(img: Image.Image) -> bool:
+    """Whether a decoded image has no colour: a grey mode, or R = G = B everywhere."""
+    if img.mode in GREY_MODES:
+        return True
+    rgb = np.asarray(to_rgb(img))  # (H, W, 3)
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
 def crop_shape(height: int, width: int, aspect_ratio: float, proportion: float
@@ -112,9 +126,12 @@ def crop_resize(img: Image.Image, p: Preprocess, rng: np.random.Generator | None
 
 def preprocess(img: Image.Image, p: Preprocess, rng: np.random.Generator | None = None
                ) -> torch.Tensor:
-    """RGB image -> (3, H, W) float32 in [-1, 1]."""
-    arr = torch.from_numpy(np.asarray(crop_resize(img, p, rng), dtype=np.uint8).copy())
-    return arr.permute(2, 0, 1).float().div_(127.5).sub_(1.0)  # (H, W, 3) -> (3, H, W)
+    """RGB image -> (C, H, W) float32 in [-1, 1], C = ``p.channels``."""
+    if p.channels == 1:
+        img = img.convert("L")
+    arr = np.asarray(crop_resize(img, p, rng), dtype=np.uint8).reshape(
+        round(p.resolution / p.aspect_ratio), p.resolution, p.channels)  # (H, W, C)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
 def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +202,8 @@ def _check_header(data: bytes) -> str | None:
 
 
 class ImageDataset(Dataset):
-    """Images as (3, H, W) float tensors in [-1, 1], and their class labels if asked for.
+    """Images as (C, H, W) float tensors in [-1, 1] (C from ``preprocess.channels``), and their
+    class labels if asked for.
 
     ``source``: a folder (searched recursively), a ``.zip``, or a built-in name (``mnist``).
     Unreadable files are skipped at the start (header check; ``strict`` makes them an error)
@@ -207,6 +225,7 @@ class ImageDataset(Dataset):
         self.labels: Labels | None = None
         self._arrays: np.ndarray | None = None
         self._source: _Source | None = None
+        self._grey: bool | None = None
         if str(source) in BUILTIN:
             digits, classes = mnist_digits()
             digits = np.pad(digits, ((0, 0), (2, 2), (2, 2)))  # 28 -> 32, as MNIST GANs
@@ -274,13 +293,42 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def load_image(self, index: int) -> Image.Image:
-        if self._arrays is not None:
-            return Image.fromarray(self._arrays[index])
+    def is_greyscale(self, progress: bool = True) -> bool:
+        """Whether every image is grey (mode L, 1, I, or R = G = B): decodes the images, stopping
+        at the first one with colour (remembered after the first call)."""
+        if self._grey is None:
+            if self._arrays is not None:  # (N, H, W, 3)
+                a = self._arrays
+                self._grey = bool((a[..., :1] == a).all())
+            else:
+                self._grey = all(self._grey_file(i) for i in tqdm(
+                    range(len(self)), desc=f"looking for colour in {Path(self.name).name}",
+                    unit="img", disable=not progress or len(self) < 5000, leave=False))
+        return self._grey
+
+    def set_channels(self, channels: int) -> None:
+        """Read every image as ``channels`` (3: RGB; 1: grey) from now on."""
+        self.preprocess_cfg = replace(self.preprocess_cfg, channels=channels)
+
+    def _decoded(self, index: int) -> Image.Image:
+        """The file as Pillow decodes it, before ``to_rgb``."""
         assert self._source is not None
         with Image.open(io.BytesIO(self._source.read(self.names[index]))) as img:
             img.load()
-            return to_rgb(img)
+            return img
+
+    def _grey_file(self, index: int) -> bool:
+        """Whether file ``index`` is grey; one that fails to decode does not count (training
+        reports it when it reaches it)."""
+        try:
+            return is_grey(self._decoded(index))
+        except Exception:  # Pillow raises many types for bad files
+            return True
+
+    def load_image(self, index: int) -> Image.Image:
+        if self._arrays is not None:
+            return Image.fromarray(self._arrays[index])
+        return to_rgb(self._decoded(index))
 
     def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
         """``dataset[i]`` or ``dataset[i, epoch]``: random crops depend only on
@@ -313,7 +361,7 @@ class ImageDataset(Dataset):
 
 
 class Labelled(Dataset):
-    """Items ``(image (3, H, W), label)`` of a labelled ``ImageDataset``; the label is that of
+    """Items ``(image (C, H, W), label)`` of a labelled ``ImageDataset``; the label is that of
     the file the image came from. Keys as ``ImageDataset``'s."""
 
     def __init__(self, dataset: ImageDataset):

@@ -4,8 +4,8 @@ Runs under the Python of a separate TF install (tensorflow-cpu + tf-keras, as be
 never under hitgan's venv; TF is not a hitgan dependency and this script imports neither torch
 nor hitgan (it loads hitgan/convert/tf_checkpoint.py by path, which needs TF only)::
 
-    python3 -m venv /work/tfvenv && /work/tfvenv/bin/pip install tensorflow-cpu tf-keras
-    /work/tfvenv/bin/python bench/official_step.py --official /path/to/hit-gan@06d310c \
+    python3 -m venv tfvenv && tfvenv/bin/pip install tensorflow-cpu tf-keras
+    tfvenv/bin/python tests/tools/official_step.py --official OFFICIAL_DIR \
         --out tests/data/official_step.npz
 
 The step is the official ``GANTrainer._train_one_step`` itself (trainers/gan_trainer.py), run
@@ -29,7 +29,7 @@ Two records share the initial variables, latents and reals: ``plain`` (no bCR) a
   (B,): the raw draws (uniform [0, 1) colour factors; integer shifts along height/width; cutout
   centres), applied to the reals' and the fakes' copies in the bCR record.
 - ``init/generator/...``, ``init/discriminator/...``, ``init_ema/generator/...``: variables
-  before the step, named as in ../shared/reference/README.md.
+  before the step, named as in tests/data/README.md.
 - per record R: ``R/loss/{G,D,D_gan,r1,bcr}`` (scalars; ``r1`` and ``bcr`` include their costs,
   as the official metrics), ``R/grad/{generator,discriminator}/...`` (gradients of the trainable
   variables), ``R/after/{generator,discriminator}/...`` (all variables after the step, BatchNorm
@@ -272,7 +272,7 @@ def main() -> None:
     from utils import losses
 
     spec = importlib.util.spec_from_file_location(
-        "tf_checkpoint", Path(__file__).resolve().parents[1] / "hitgan/convert/tf_checkpoint.py")
+        "tf_checkpoint", Path(__file__).resolve().parents[2] / "hitgan/convert/tf_checkpoint.py")
     assert spec is not None and spec.loader is not None
     tf_checkpoint = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tf_checkpoint)
