@@ -14,7 +14,8 @@ Parts (each is also a module of its own, with more options):
 Every part measures the dense-matmul GFLOP/s (fp32 and bf16) of the machine in its own run.
 ``--official`` and ``--tf-python`` add the official TF implementation, run side by side.
 ``--smoke`` runs every part on the tiny preset for one iteration (what CI does).
-Run under ``flock /tmp/hitgan-cpu.lock`` on a shared machine.
+Run it on an otherwise idle machine. Results and set-up of the official side:
+docs/performance.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Complexity evidence: generator FLOPs and time per output pixel from 32 to 1024 px, HiT against
 a same-width baseline with global self-attention at every stage.
 
-Run under the shared CPU lock so nothing else competes for the cores::
+Run it on an otherwise idle machine so nothing else competes for the cores::
 
-    flock /tmp/hitgan-cpu.lock /work/venv/bin/python -m bench.complexity \
-        --json /tmp/complexity.json --plot docs/complexity.png
+    python -m bench.complexity --json bench-complexity.json --plot docs/complexity.png
 
 **The HiT family.** One member per output size R, differing only in the number of stages: the
 official hit-b-1024 layout (widths, layers, heads, patch sizes per stage) cut to its first

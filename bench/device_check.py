@@ -10,7 +10,7 @@ time limit, then one JSON and one markdown table of what they measured.
 
 ``--dry-run`` runs every step on the CPU at tiny sizes (hit-tiny-32, a few images), to check
 the script itself; CI runs it. A step that fails or runs out of time is recorded as such and the
-others still run. The limits add up to 7.5 minutes, within a lent machine's 8.
+others still run. The limits add up to 7.5 minutes, so the whole check ends within 8.
 """
 
 from __future__ import annotations

