@@ -21,7 +21,7 @@ import torch
 from hitgan.runtime import cache_large_allocations
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCK_HINT = "run under `flock /tmp/hitgan-cpu.lock` so nothing else competes for the cores"
+LOCK_HINT = "run it on an otherwise idle machine: nothing else may compete for the cores"
 
 
 def matmul_peak(size: int, dtype: torch.dtype, device: str = "cpu",

@@ -49,7 +49,7 @@ def test_eval_and_train_outputs_differ(reference):
     assert np.abs(v["generator_output_eval"] - v["generator_output_train"]).max() > 0.1
 
 
-# Official counts (../shared/reference/README.md): trainable, and with BatchNorm moving stats.
+# Official counts (tests/data/README.md): trainable, and with BatchNorm moving stats.
 OFFICIAL_COUNTS = {
     "hit-b-128": (32_866_627, 32_885_827, 23_880_833),
     "hit-b-256": (46_217_670, 46_236_614, 28_862_593),

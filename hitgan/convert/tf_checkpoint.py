@@ -4,7 +4,7 @@ The official trainer saves ``tf.train.Checkpoint(generator=..., discriminator=..
 [ema_generator=...,] generator_optim=..., discriminator_optim=..., global_step=...)``
 (trainers/base_trainer.py, trainers/gan_trainer.py). Its keys follow Keras attribute paths, but
 Keras Sequential models name their layers ``layer_with_weights-N`` (N counts only the layers that
-hold weights). The reference layout (``../shared/reference/README.md``) uses the Sequential's
+hold weights). The reference layout (``tests/data/README.md``) uses the Sequential's
 layer index instead: ``mlp_block/2`` is the Dense after the Dropout, ``layer_with_weights-1`` in
 the checkpoint. The checkpoint's object graph links each ``layer_with_weights-N`` to its
 ``layer-I`` alias, so the index comes from there.
