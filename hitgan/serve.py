@@ -20,6 +20,10 @@ For a class-conditional generator every image route also takes ``class=K`` (0..K
 ``/api/info`` lists ``class_names``), as ``hitgan generate --class K``; the page shows a class
 picker. A bad request gets a 4xx status and ``{"error": "..."}`` naming the parameter and its
 range. Seeds and truncation mean what they mean in ``hitgan generate`` (``hitgan/sampling.py``).
+
+``serving_precision`` and ``device_forward`` set the generator up for serving: the precision
+(``auto``: bf16 where the device multiplies it natively), inputs moved to its device, and with
+``compile`` the compiled forward built before the first request arrives.
 """
 
 from __future__ import annotations
@@ -40,7 +44,15 @@ import numpy as np
 import torch
 
 from hitgan.data.images import make_grid, png_bytes, to_uint8
-from hitgan.sampling import interpolation_path, seed_latent, seed_latents
+from hitgan.models.generator import HiTGenerator
+from hitgan.runtime import fast_bf16
+from hitgan.sampling import (
+    INFERENCE_PRECISIONS,
+    inference_fn,
+    interpolation_path,
+    seed_latent,
+    seed_latents,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +62,35 @@ MAX_IMAGES = 64  # per grid request
 MAX_FRAMES = 32  # per interpolation request
 MAX_TRUNC = 10.0
 GRID_PAD = 2
+SERVE_PRECISIONS = ("auto", *INFERENCE_PRECISIONS)  # hitgan serve --precision
+
+
+def serving_precision(precision: str, device: torch.device) -> tuple[str, str | None]:
+    """``precision`` (one of ``SERVE_PRECISIONS``) -> the one to serve in, and for ``auto``
+    why: bf16 where ``device`` multiplies bf16 natively (``fast_bf16``), else fp32."""
+    if precision != "auto":
+        return precision, None
+    bf16, found = fast_bf16(device)
+    return ("bf16" if bf16 else "fp32"), found
+
+
+def device_forward(generator: HiTGenerator, device: torch.device, precision: str = "fp32",
+                   compile: bool = False) -> Callable[..., torch.Tensor]:
+    """The forward the server calls: latents (and labels) from the CPU onto ``device``,
+    ``generator`` (already there) in ``precision`` (``inference_fn``). With ``compile`` it is
+    compiled here, for one image and for a batch, rather than in the first requests."""
+    forward = inference_fn(generator, precision, compile)
+
+    def on_device(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return forward(z.to(device), None if labels is None else labels.to(device))
+
+    if compile:
+        config = generator.config
+        with torch.inference_mode():
+            for n in (1, 2):
+                on_device(torch.zeros(n, config.latent_dim),
+                          torch.zeros(n, dtype=torch.long) if config.num_classes else None)
+    return on_device
 
 
 class BadRequest(ValueError):

@@ -1,14 +1,17 @@
 """The hitgan command: info, generate, convert-official, and one clear line on bad input."""
 
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from hitgan.cli import main, parse_seeds
+from hitgan.cli import build_parser, main, parse_seeds
 from hitgan.models.io import from_pretrained
+from hitgan.training.config import TrainConfig
 
 
 def test_parse_seeds():
@@ -95,3 +98,68 @@ def test_generate_caps_the_grid(tmp_path, capsys):
     assert Image.open(out / "grid.png").size == (2 * 34 - 2, 2 * 34 - 2)
     assert main(["generate", "--grid", "0", "--out", str(out)]) == 1
     assert "--grid 0" in capsys.readouterr().err
+
+
+def _option_helps(text: str) -> dict[str, str]:
+    """``--help`` output -> {long flag: its help}. An option's line starts with two spaces and
+    a dash; deeper-indented lines after it continue its help."""
+    helps: dict[str, str] = {}
+    flag = None
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            invocation, _, rest = line.strip().partition("  ")
+            flag = next(w for w in invocation.replace(",", " ").split() if w.startswith("--"))
+            helps[flag] = rest.strip()
+        elif flag is not None and line.startswith("    "):
+            helps[flag] = f"{helps[flag]} {line.strip()}".strip()
+        else:
+            flag = None
+    return helps
+
+
+def _help_of(argv, capsys, monkeypatch) -> dict[str, str]:
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code == 0
+    return _option_helps(capsys.readouterr().out)
+
+
+def test_every_train_option_has_a_help_sentence(capsys, monkeypatch):
+    """`hitgan train --help`: every option says what it does (from TrainConfig's fields), not
+    only its default."""
+    helps = _help_of(["train"], capsys, monkeypatch)
+    fields = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)}
+    assert set(helps) == fields | {"--help", "--config", "--recipe"}
+    for flag, text in helps.items():
+        sentence = re.sub(r"Default: .+\.$", "", text).strip()
+        assert len(sentence.split()) >= 5 and not sentence.lower().startswith("default"), (
+            f"{flag}: {text!r}")
+        if flag in fields:
+            assert re.search(r"Default: .+\.$", text), f"{flag}: {text!r}"
+    assert "(official: 256)" in helps["--batch"] and "Default: 32." in helps["--batch"]
+    assert "Default: unset." in helps["--norm"] and "Default: off." in helps["--cond"]
+
+
+@pytest.mark.parametrize("command", ["info", "generate", "serve", "export", "stats", "eval",
+                                     "convert-official", "dataset"])
+def test_every_option_of_the_other_commands_has_help(command, capsys, monkeypatch):
+    helps = _help_of([command], capsys, monkeypatch)
+    assert len(helps) > 2
+    for flag, text in helps.items():
+        assert len(text.split()) >= 3 and not text.lower().startswith("default"), (
+            f"{command} {flag}: {text!r}")
+
+
+def test_train_flags_take_type_and_choices_from_the_config(capsys):
+    args = build_parser().parse_args([
+        "train", "--betas", "0.5", "0.9", "--max-minutes", "2", "--batch-per-device", "4",
+        "--no-flip", "--norm", "layer", "--lr-g", "3e-4"])
+    assert args.betas == [0.5, 0.9] and isinstance(args.max_minutes, float)
+    assert args.batch_per_device == 4 and args.flip is False and args.norm == "layer"
+    assert args.lr_g == 3e-4 and args.cond is None and args.steps is None  # unset: the config's
+    for bad in (["--norm", "group"], ["--penalty", "r3"], ["--precision", "fp8"],
+                ["--batch-per-device", "1.5"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", *bad])
+        assert bad[0] in capsys.readouterr().err

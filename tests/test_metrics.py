@@ -4,6 +4,7 @@ cache, latents, and ``evaluate`` (seeded, batch- and process-count independent).
 import dataclasses
 import json
 import os
+import socket
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -18,6 +19,7 @@ from PIL import Image
 
 from hitgan.data.dataset import ImageDataset, Preprocess
 from hitgan.data.images import to_uint8
+from hitgan.distributed import distributed, rank_and_world
 from hitgan.metrics import features as features_mod
 from hitgan.metrics.evaluate import evaluate, gather_rows, metric_name, shard
 from hitgan.metrics.features import (
@@ -341,23 +343,36 @@ def test_evaluate_is_seeded_and_batch_independent():
     assert run_eval(batch=4, seed=2)["fid9_full"] != pytest.approx(results["fid9_full"])
 
 
-def _worker(rank: int, init: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
-    try:
+def _worker(rank: int, port: int, out: str) -> None:
+    """One process of a two-process job, set up as torchrun sets its processes up."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    with distributed("cpu") as info:
+        assert (info.rank, info.world, info.device) == (rank, 2, torch.device("cpu"))
         ids = gather_rows(torch.tensor([[i] for i in shard(9, rank, 2)]), 9)
         results = run_eval(batch=4)
         if rank == 0:
             with open(out, "w") as f:
                 json.dump({"ids": ids.flatten().tolist(), "results": results}, f)
-    finally:
-        dist.destroy_process_group()
+    assert not dist.is_initialized()  # the block's end left the process group
 
 
 def test_evaluate_under_two_processes_matches_one(tmp_path):
     out = tmp_path / "rank0.json"
-    mp.spawn(_worker, args=(f"file://{tmp_path / 'rendezvous'}", str(out)), nprocs=2)
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_worker, args=(port, str(out)), nprocs=2)
     got = json.loads(out.read_text())
     assert got["ids"] == list(range(9))  # shards of 5 and 4, gathered in order
     for k, v in run_eval(batch=4).items():
         assert got["results"][k] == pytest.approx(v, rel=1e-6, abs=1e-9)
     assert "WORLD_SIZE" not in os.environ and not dist.is_initialized()
+
+
+def test_one_process_without_torchrun(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with distributed("cpu") as info:
+        assert (info.rank, info.world, info.device, info.is_main) == (
+            0, 1, torch.device("cpu"), True)
+        assert rank_and_world() == (0, 1) and not dist.is_initialized()

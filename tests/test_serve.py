@@ -24,7 +24,7 @@ from bench.serve_load import fetch, serving
 from hitgan.data.images import to_uint8
 from hitgan.models.io import save_pretrained
 from hitgan.sampling import inference_fn, interpolation_path, seed_latent, seed_latents
-from hitgan.serve import MAX_SEED, Sampler, SamplerServer
+from hitgan.serve import MAX_SEED, Sampler, SamplerServer, device_forward, serving_precision
 
 LATENT = 64  # hit-tiny-32
 
@@ -330,3 +330,36 @@ def test_class_picker_in_headless_chromium(browser, conditional, tmp_path):
         assert browser.execute_script(PIXELS, image) != before
         assert browser.find_element(By.ID, "download").get_attribute("download") == (
             "class2-seed0-trunc1.png")
+
+
+def test_compiled_forward_freezes_weights_only_while_it_runs(generator, monkeypatch):
+    """``--compile``: inductor's freezing is on inside each call of the compiled forward (when a
+    call compiles) and off again after; serving compiles for one image and a batch up front."""
+    import torch._inductor.config as inductor_config
+
+    seen: list[bool] = []
+
+    def fake_compile(model):  # records the setting a real compile would read
+        def compiled(*args):
+            seen.append(inductor_config.freezing)
+            return model(*args)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    assert inductor_config.freezing is False
+    forward = device_forward(generator, torch.device("cpu"), "bf16", compile=True)
+    assert seen == [True, True] and inductor_config.freezing is False  # batches of 1 and 2
+    with torch.inference_mode():
+        images = forward(seed_latents([0, 1, 2], LATENT))
+    assert images.shape == (3, 3, 32, 32) and images.dtype == torch.float32
+    assert seen == [True] * 3 and inductor_config.freezing is False
+
+
+def test_serving_precision(monkeypatch):
+    from hitgan import serve
+
+    assert serving_precision("fp32", torch.device("cpu")) == ("fp32", None)
+    monkeypatch.setattr(serve, "fast_bf16", lambda device: (True, "CPU has amx_bf16"))
+    assert serving_precision("auto", torch.device("cpu")) == ("bf16", "CPU has amx_bf16")
+    monkeypatch.setattr(serve, "fast_bf16", lambda device: (False, "CPU has no AMX/AVX512-BF16"))
+    assert serving_precision("auto", torch.device("cpu"))[0] == "fp32"

@@ -4,9 +4,9 @@ Sample i of an evaluation with seed S is the image of ``hitgan generate --seeds 
 (``seed_latent``; torch seeds its CPU generator with 32 bits, so S < 4096 and at most 2**20
 samples keep every latent distinct): a seed fixes the set of images whatever the batch size or
 number of processes, and seed 0 evaluates the images of seeds 0 to N - 1. Under torchrun
-(``torch.distributed`` initialised) rank r generates a contiguous share of the indices, the
-features are gathered with ``all_gather``, rank 0 computes the metrics and broadcasts them.
-Without ``torch.distributed`` it is one process, on CPU or GPU.
+(``torch.distributed`` initialised, as ``hitgan.distributed`` does) rank r generates a
+contiguous share of the indices, the features are gathered with ``all_gather``, rank 0 computes
+the metrics and broadcasts them. Without ``torch.distributed`` it is one process, on CPU or GPU.
 
 A class-conditional generator makes sample i as class i % K (balanced classes, fixed by the
 index like the latent). With the reference images' labels (``class_labels``), FID is also
@@ -21,7 +21,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from hitgan.data.dataset import Preprocess
+from hitgan.data.dataset import ImageDataset, Preprocess
+from hitgan.distributed import rank_and_world
 from hitgan.metrics.features import InceptionExtractor, quantize
 from hitgan.metrics.fid import frechet_distance, mean_cov
 from hitgan.metrics.kid import kernel_inception_distance
@@ -42,6 +42,7 @@ from hitgan.metrics.stats import (
     cached_dataset_stats,
     check_reference,
     load_stats,
+    subset_indices,
 )
 from hitgan.models.generator import HiTGenerator
 from hitgan.sampling import seed_latents
@@ -108,31 +109,6 @@ def check_metrics(kinds: Sequence[str]) -> None:
             raise ValueError(f"--metrics {kind}: {NO_IS}")
         if kind not in METRICS:
             raise ValueError(f"--metrics {kind!r}: use any of {sorted(METRICS)}")
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-@contextmanager
-def distributed_from_env(device: str | None = None) -> Iterator[torch.device]:
-    """This process's device; under torchrun (WORLD_SIZE > 1) also joins the process group
-    (NCCL, one GPU per LOCAL_RANK; gloo on CPU) and leaves it at exit. ``device`` (e.g.
-    ``cpu``) applies to a single process; default: CUDA if available."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1 or dist.is_initialized():
-        yield torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and device != "cpu"
-    if cuda:
-        torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo")
-    try:
-        yield torch.device("cuda", local) if cuda else torch.device("cpu")
-    finally:
-        dist.destroy_process_group()
 
 
 def shard(total: int, rank: int, world: int) -> range:
@@ -281,6 +257,15 @@ def load_reference(reference: str, preprocess: Preprocess, extractor: InceptionE
     if rank == 0 and world > 1:
         dist.barrier()
     return stats, {"dataset": reference, "stats": str(path), "cached": hit}
+
+
+def reference_labels(dataset: str, preprocess: Preprocess, max_images: int | None = None,
+                     progress: bool = True) -> np.ndarray:
+    """(N,) the class of each image in the statistics of ``dataset`` (the images that
+    ``load_reference`` takes, ``max_images`` of them at most), for per-class FID."""
+    images = ImageDataset(dataset, preprocess, progress=progress, labels="require")
+    assert images.labels is not None
+    return images.labels.values[subset_indices(len(images), max_images)]
 
 
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ FLOPs count multiply-adds as 2 and cover the matrix products (Linear layers and 
 products), the same operations ``torch.utils.flop_counter`` counts; elementwise work (norms, GELU,
 adds) is memory-bound and left out. Activation memory is measured, not guessed: the forward runs
 on the ``meta`` device (no compute, no allocation) and the tensors autograd saves for backward are
-summed, once per storage.
+summed, once per storage. ``cost_table`` and ``pixel_cost_table`` lay them out for
+``hitgan info``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hitgan.models.config import GeneratorConfig
+from hitgan.models.config import GeneratorConfig, get_preset
+from hitgan.models.discriminator import StyleGANDiscriminator
 from hitgan.models.generator import HiTGenerator
 
 
@@ -97,3 +99,47 @@ def activation_bytes(cfg: GeneratorConfig, batch: int, dtype: torch.dtype = torc
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model.train()(z)
     return sum(seen.values())
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def cost_table(preset: str, batch: int = 1) -> list[str]:
+    """The lines of ``hitgan info`` for ``preset``: parameters, forward GFLOP per image and FLOP
+    per output pixel of each generator stage, activation memory for backward at ``batch``, and
+    the discriminator's parameters."""
+    p = get_preset(preset)
+    cfg, rows = p.generator, stage_costs(p.generator)
+    with torch.device("meta"):
+        d_params = sum(q.numel() for q in StyleGANDiscriminator(p.discriminator).parameters())
+    lines = [f"{preset}: {p.note}",
+             f"  generator {cfg.resolution}px, latent {cfg.latent_dim}, attention "
+             f"{cfg.attention}, norm {cfg.norm}",
+             f"  {'part':<24}{'params':>14}{'GFLOP/img':>12}{'FLOP/px':>12}"]
+    for r in rows:
+        per_px = f"{r.flops / r.pixels:,.0f}" if r.pixels else "-"
+        lines.append(f"  {r.name:<24}{r.params:>14,}{r.flops / 1e9:>12.3f}{per_px:>12}")
+    total = sum(r.flops for r in rows)
+    lines += [f"  {'total':<24}{sum(r.params for r in rows):>14,}{total / 1e9:>12.3f}"
+              f"{total / cfg.resolution**2:>12,.0f}",
+              f"  activations saved for backward at batch {batch}: "
+              f"{_format_bytes(activation_bytes(cfg, batch))} (fp32)",
+              f"  discriminator {p.discriminator.resolution}px: {d_params:,} params"]
+    return lines
+
+
+def pixel_cost_table(presets: list[str]) -> list[str]:
+    """Forward GFLOP per image and FLOP per output pixel of each preset's generator, one line
+    each under a heading: the cost grows near-linearly with the pixels."""
+    lines = ["Cost per output pixel (forward, generator): near-linear in pixels"]
+    for name in presets:
+        cfg = get_preset(name).generator
+        total = generator_flops(cfg)
+        lines.append(f"  {name:<14}{cfg.resolution:>6}px {total / 1e9:>9.2f} GFLOP/img "
+                     f"{total / cfg.resolution**2:>10,.0f} FLOP/px")
+    return lines

@@ -12,9 +12,10 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hitgan.data.dataset import CROP_MODES
+from hitgan.distributed import local_device
 from hitgan.models.config import (
     NORM_TYPES,
     PRESETS,
@@ -22,94 +23,191 @@ from hitgan.models.config import (
     GeneratorConfig,
     get_preset,
 )
-from hitgan.training.distributed import init_device
 from hitgan.training.losses import LOSSES
 from hitgan.training.recipe import AUTO_BELOW, Choice, auto_recipe, describe_choices
 
 PENALTIES = ("r1", "r1+r2", "wgan", "none")
-PRECISIONS = ("fp32", "bf16", "fp16")
+# A training step runs in fp32 or in autocast: bf16, or fp16 with loss scaling against fp16's
+# narrow range. Sampling's list (INFERENCE_PRECISIONS, hitgan/sampling.py) has no fp16: bf16
+# keeps fp32's range and needs no scaling, so it alone is offered there.
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 AUGMENTS = ("color", "translation", "cutout")
 OUTPUT_INITS = ("official", "data")
+EMA_BUFFERS = ("average", "copy")
+
+T = TypeVar("T")
+
+
+def _option(default: T, help: str, *, choices: tuple[Any, ...] = (),
+            metavar: tuple[str, ...] | None = None) -> T:
+    """A TrainConfig field: its default, one sentence for ``hitgan train --help`` with the unit
+    and the official value, and the values it allows (checked at construction; the CLI's
+    choices). ``metavar``: the CLI's names of a tuple's values."""
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "choices": choices, "metavar": metavar})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "mnist"  # image folder, .zip, or built-in "mnist"
-    # class-conditional G and D over the dataset's labels (class sub-folders or dataset.json;
-    # hitgan/data/labels.py); False = the official unconditional model
-    cond: bool = False
-    preset: str = "hit-tiny-32"
-    norm: str | None = None  # override the generator norm: "syncbatch" for several processes
-    out: str = "runs/hit-tiny-32"  # run directory: checkpoints, logs, samples
-    steps: int = 1000
-    max_minutes: float | None = None  # wall-clock budget: stop (with a checkpoint) after it
-    batch: int = 32  # global batch (official: 256)
-    batch_per_device: int | None = None  # micro-batch per process; None = batch / processes
-    lr_g: float = 1e-4
-    lr_d: float = 1e-4
-    betas: tuple[float, float] = (0.0, 0.99)
-    # "rpgan": relativistic pairing loss softplus(D(fake) - D(real)) of R3GAN ("The GAN is
-    # dead; long live the GAN!", NeurIPS 2024), with --penalty r1+r2 as there
-    loss: str = "non-saturating"
-    # "r1" on reals; "r1+r2": R1 on reals plus R2 on fakes, each at penalty_cost (R3GAN);
-    # "wgan" (gradient penalty on interpolates); "none"
-    penalty: str = "r1"
-    penalty_cost: float = 10.0  # official: cost * mean over the batch of |grad|^2
-    penalty_every: int = 1  # lazy regularisation: every k steps with cost * k (official: 1)
-    bcr: bool = False  # balanced consistency regularisation
-    bcr_cost: float = 10.0
-    augment: str = "color,translation,cutout"  # DiffAugment policy for bCR / diffaug
-    diffaug: bool = False  # DiffAugment every D input (small datasets)
-    ema_decay: float = 0.999
-    ema_start: int = 10  # copy G at this step, average after it (official)
-    # EMA as a half-life in thousands of images (StyleGAN2-ADA's ema_kimg): the per-step decay
-    # is 0.5 ** (batch / (1000 * ema_kimg)), replacing ema_decay; 0.999 at batch 256 is a
-    # half-life of 177 kimg. None = ema_decay.
-    ema_kimg: float | None = None
-    # with ema_kimg: the half-life is at most ema_rampup x the images seen so far (ADA's ramp-up,
-    # so early averages do not hold on to the first weights). None = no ramp-up.
-    ema_rampup: float | None = None
-    ema_buffers: str = "average"  # official: BatchNorm statistics averaged too; "copy"
-    # batches to recompute G_ema's BatchNorm statistics with before samples and FID; 0 = use the
-    # moving averages as the official code does (they lag behind in short runs)
-    bn_recalibrate: int = 4
-    crop: str = "center"
-    crop_proportion: float = 1.0
-    flip: bool = True
-    precision: str = "fp32"
-    # discriminator channels relative to the preset's (every layer, rounded; StyleGAN2-ADA's
-    # cbase in spirit): 0.5 keeps a quarter of D's FLOPs. 1 = the preset (official) D.
-    d_width: float = 1.0
-    # StyleGAN's minibatch standard deviation channel in D (groups of 4; not official, which
-    # has it off): D sees how alike the images of a group are, which counters mode collapse
-    d_mbstd: bool = False
-    # mode seeking (Mao et al. 2019, MSGAN): fakes come in pairs (rows 2i, 2i+1; the same class
-    # in a conditional run) and G's loss adds this cost x mean over pairs of
-    # 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + 1e-5): it pays G for images that follow z.
-    # 0 = off (official)
-    mode_seeking: float = 0.0
-    # "official": truncated-normal(0.02) output layers (the image starts grey, std ~0.05);
-    # "data": then rescale/shift them once so the first images have the data's per-channel
-    # mean and std (HiTGenerator.match_output_statistics)
-    output_init: str = "official"
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False  # torch deterministic algorithms (bitwise resume on CPU)
-    workers: int = 2
-    strict_data: bool = False
-    log_every: int = 10
-    sample_every: int = 500
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    eval_every: int = 0  # 0 = no periodic FID
-    eval_samples: int = 5000
-    nan_patience: int = 5  # stop after this many non-finite steps in a row
-    resume: str | None = None  # "auto" or a checkpoint directory
+    """Every option of ``hitgan train`` (a flag each, ``--lr-g`` for ``lr_g``). The help of each
+    field says what it means, in what unit, and what the official code uses."""
+
+    data: str = _option(
+        "mnist", "Training images: an image folder, a .zip from `hitgan dataset`, or the "
+        "built-in 'mnist' (official runs: ImageNet at 128 px, CelebA-HQ and FFHQ; see --recipe).")
+    cond: bool = _option(
+        False, "Class-conditional G and D over the dataset's labels (class sub-folders or "
+        "dataset.json; hitgan/data/labels.py); official: off, an unconditional model.")
+    preset: str = _option(
+        "hit-tiny-32", "Layout of G and D (`hitgan info` lists their costs); the official models "
+        "are hit-b-128, hit-b-256 and hit-b-1024, the smaller presets are ours, for CPUs.",
+        choices=tuple(sorted(PRESETS)))
+    norm: str | None = _option(
+        None, "Replaces the preset's generator normalisation: 'syncbatch' shares BatchNorm "
+        "statistics across torchrun processes, 'layer' is LayerNorm; unset keeps the preset's "
+        "(official: batch).", choices=NORM_TYPES)
+    out: str = _option(
+        "runs/hit-tiny-32", "Run directory for checkpoints, logs, samples and config.json; "
+        "unset: runs/PRESET.")
+    steps: int = _option(
+        1000, "Training steps of one global batch each (official: 1,000,000 on ImageNet, "
+        "250,000 to 500,000 on faces).")
+    max_minutes: float | None = _option(
+        None, "Wall-clock budget in minutes: the run stops with a checkpoint when it is spent or "
+        "after --steps, whichever comes first; unset: no budget (official).")
+    batch: int = _option(
+        32, "Global batch in images per step, over all processes and accumulation steps "
+        "(official: 256).")
+    batch_per_device: int | None = _option(
+        None, "Micro-batch in images per process and forward; below batch / processes the "
+        "gradients of several are accumulated; unset: batch / processes (official).")
+    lr_g: float = _option(
+        1e-4, "Adam learning rate of G (official: 1e-4 at 128 px, 5e-5 at 256 px and up; the "
+        "preset sets it).")
+    lr_d: float = _option(
+        1e-4, "Adam learning rate of D (official: as --lr-g; the preset sets it).")
+    betas: tuple[float, float] = _option(
+        (0.0, 0.99), "Adam's beta1 and beta2 for G and D (official: 0 0.99).",
+        metavar=("B1", "B2"))
+    loss: str = _option(
+        "non-saturating", "Adversarial loss: 'non-saturating' (official), 'hinge' (also in the "
+        "official code), or 'rpgan', the relativistic pairing loss softplus(D(fake) - D(real)) of "
+        "R3GAN ('The GAN is dead; long live the GAN!', NeurIPS 2024), used there with "
+        "--penalty r1+r2.", choices=LOSSES)
+    penalty: str = _option(
+        "r1", "Gradient penalty of D: 'r1' on reals (official), 'r1+r2' R1 on reals plus R2 on "
+        "fakes, each at --penalty-cost (R3GAN), 'wgan' (WGAN-GP on interpolates), or 'none'.",
+        choices=PENALTIES)
+    penalty_cost: float = _option(
+        10.0, "Weight of the penalty: cost x the batch mean of |grad D|^2, with no 1/2 factor "
+        "(official: 10).")
+    penalty_every: int = _option(
+        1, "Lazy regularisation: the penalty every k steps at k x the cost (StyleGAN2), k in "
+        "steps (official: 1, every step).")
+    bcr: bool = _option(
+        False, "Balanced consistency regularisation: D also scores stop-gradient DiffAugmented "
+        "copies of reals and fakes and pays for scoring them differently (official: on for the "
+        "256 px and larger presets, which set it).")
+    bcr_cost: float = _option(
+        10.0, "Weight of bCR: cost x (mse(D(x), D(aug x)) on reals + on fakes) (official: 10).")
+    augment: str = _option(
+        "color,translation,cutout", "DiffAugment policy of bCR and --diffaug: a comma list of "
+        f"{', '.join(AUGMENTS)} (official: all three).")
+    diffaug: bool = _option(
+        False, "DiffAugment every input of D, reals and fakes, for small datasets; not official "
+        "(off).")
+    ema_decay: float = _option(
+        0.999, "Per-step decay of the EMA of G that samples and evaluations use, in [0, 1) "
+        "(official: 0.999).")
+    ema_start: int = _option(
+        10, "Step at which G is copied into the EMA, which averages after it (official: 10).")
+    ema_kimg: float | None = _option(
+        None, "EMA half-life in thousands of images (StyleGAN2-ADA's ema_kimg), replacing "
+        "--ema-decay: the per-step decay is 0.5 ** (batch / (1000 x ema_kimg)), so 0.999 at "
+        "batch 256 is 177 kimg; unset: --ema-decay (official).")
+    ema_rampup: float | None = _option(
+        None, "With --ema-kimg, the half-life is at most this fraction of the images seen so far "
+        "(ADA's ramp-up, so early averages do not hold on to the first weights); unset: no "
+        "ramp-up (official).")
+    ema_buffers: str = _option(
+        "average", "BatchNorm statistics of the EMA: 'average' them like the weights (official: "
+        "Keras averages every variable) or 'copy' them from G (StyleGAN2-ADA).",
+        choices=EMA_BUFFERS)
+    bn_recalibrate: int = _option(
+        4, "Batches of random latents to recompute G_ema's BatchNorm statistics over before "
+        "samples and FID; 0 keeps the moving averages, as the official code (they lag behind in "
+        "short runs).")
+    crop: str = _option(
+        "center", "Crop before resizing: 'fixed' resizes the whole image, 'center' and 'random' "
+        "keep --crop-proportion of it (official: random on ImageNet, fixed on faces).",
+        choices=CROP_MODES)
+    crop_proportion: float = _option(
+        1.0, "Fraction of the image side that 'center' and 'random' crops keep, in (0, 1] "
+        "(official: 0.875 on ImageNet, 1 elsewhere).")
+    flip: bool = _option(
+        True, "Random horizontal flips of the training images (official: on).")
+    precision: str = _option(
+        "fp32", "Arithmetic of the training step: 'fp32' (official), 'bf16' autocast with fp32 "
+        "master weights, or 'fp16' autocast with loss scaling (R1 in fp32).",
+        choices=TRAIN_PRECISIONS)
+    d_width: float = _option(
+        1.0, "Channels of D relative to the preset's, every layer, rounded (StyleGAN2-ADA's cbase "
+        "in spirit), in (0, 4]: 0.5 keeps a quarter of D's FLOPs; 1 is the preset's (official) "
+        "D.")
+    d_mbstd: bool = _option(
+        False, "StyleGAN's minibatch standard deviation channel in D (groups of 4): D sees how "
+        "alike the images of a group are, which counters mode collapse; not official (off).")
+    mode_seeking: float = _option(
+        0.0, "Weight of mode seeking (MSGAN, Mao et al. 2019): fakes come in pairs (rows 2i, "
+        "2i+1, one class each in a conditional run) and G's loss adds weight x the mean over "
+        "pairs of 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + 1e-5), which pays G for images that "
+        "follow z; needs an even micro-batch; 0 is off (official).")
+    output_init: str = _option(
+        "official", "Initial output layers of G: 'official' truncated-normal(0.02), so the first "
+        "images are grey (std about 0.05); 'data' then rescales and shifts them once so the "
+        "first images have the data's per-channel mean and std.", choices=OUTPUT_INITS)
+    compile: bool = _option(
+        False, "torch.compile the training forward of G (D stays eager: its penalty needs a "
+        "double backward); not official (off).")
+    seed: int = _option(
+        0, "Seed of the initial weights, the latents, the data order and the crops: a run "
+        "repeats with it.")
+    deterministic: bool = _option(
+        False, "torch's deterministic algorithms: slower, but a resumed CPU run matches an "
+        "uninterrupted one bit for bit.")
+    workers: int = _option(
+        2, "Data-loading worker processes per training process; 0 loads in the process itself.")
+    strict_data: bool = _option(
+        False, "Fail on unreadable image files instead of skipping them with a warning.")
+    log_every: int = _option(
+        10, "Steps between records of the losses in RUN/log.jsonl (and TensorBoard); a skipped "
+        "non-finite step is always recorded.")
+    sample_every: int = _option(
+        500, "Steps between grids of G_ema's samples of fixed latents in RUN/samples/.")
+    checkpoint_every: int = _option(
+        500, "Steps between checkpoints in RUN/checkpoints/; the end of the run and a stop by "
+        "SIGINT or SIGTERM write one too.")
+    keep_checkpoints: int = _option(
+        3, "Checkpoints kept, the newest ones; older ones are deleted, except that of the best "
+        "FID.")
+    eval_every: int = _option(
+        0, "Steps between FID/KID evaluations of G_ema against the training data (appended to "
+        "RUN/metrics.jsonl); 0 is none.")
+    eval_samples: int = _option(
+        5000, "Generated images per periodic evaluation (--eval-every).")
+    nan_patience: int = _option(
+        5, "Non-finite steps in a row (each skipped, without an update) after which training "
+        "stops, with exit status 3.")
+    resume: str | None = _option(
+        None, "'auto' continues from the newest valid checkpoint in --out (a fresh start if there "
+        "is none); a checkpoint directory continues from that one; unset: a fresh start.")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset={self.preset!r}: choose one of {sorted(PRESETS)}")
+        for f in dataclasses.fields(self):  # None only where it is the default
+            value, allowed = getattr(self, f.name), f.metadata["choices"]
+            if allowed and value not in allowed and not (value is None and f.default is None):
+                raise ValueError(f"{f.name}={value!r}: use one of {allowed}")
         positive = ("steps", "batch", "penalty_every", "log_every", "sample_every",
                     "checkpoint_every", "keep_checkpoints", "eval_samples", "nan_patience")
         for name in positive:
@@ -122,16 +220,6 @@ class TrainConfig:
         for name in ("workers", "eval_every", "ema_start", "bn_recalibrate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
-        if self.norm is not None and self.norm not in NORM_TYPES:
-            raise ValueError(f"norm={self.norm!r}: use one of {NORM_TYPES}")
-        for name, value, allowed in (("loss", self.loss, LOSSES),
-                                     ("penalty", self.penalty, PENALTIES),
-                                     ("precision", self.precision, PRECISIONS),
-                                     ("crop", self.crop, CROP_MODES),
-                                     ("ema_buffers", self.ema_buffers, ("average", "copy")),
-                                     ("output_init", self.output_init, OUTPUT_INITS)):
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r}: use one of {allowed}")
         bad = [p for p in self.augment.split(",") if p not in AUGMENTS]
         if bad:
             raise ValueError(f"augment={self.augment!r}: unknown {bad}; use a comma list of "
@@ -240,7 +328,7 @@ def build_config(overrides: dict[str, Any], config_file: str | None = None,
     if recipe == "auto" or (recipe is None and PRESETS[preset].generator.resolution
                             < AUTO_BELOW):
         given = {**file_values, **overrides}
-        choices = auto_recipe(preset, init_device(), cond=bool(given.get("cond", False)))
+        choices = auto_recipe(preset, local_device(), cond=bool(given.get("cond", False)))
         recipe_values = {c.option: c.value for c in choices}
         if "ema_decay" in given and "ema_kimg" not in given:  # an explicit decay wins
             recipe_values.pop("ema_kimg", None)

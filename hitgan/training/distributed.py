@@ -1,5 +1,5 @@
-"""torchrun integration: process group from the environment, gradient averaging, and a sampler
-that gives every process its share of each global batch.
+"""Training under torchrun: gradient averaging, lost peers, and a sampler that gives every
+process its share of each global batch. The process group itself is hitgan/distributed.py's.
 
 Gradients are averaged by hand after backward (as StyleGAN2-ADA does) rather than through a
 DistributedDataParallel wrapper: the discriminator runs several forwards per step and R1 needs a
@@ -8,9 +8,7 @@ double backward, which DDP's one-forward-one-backward bookkeeping does not allow
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,37 +16,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_device() -> torch.device:
-    """This process's device: its local rank's GPU, or the CPU."""
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def init_distributed() -> DistInfo:
-    """Single process unless launched by torchrun (WORLD_SIZE > 1): then gloo on CPU, nccl on
-    GPU, one device per local rank."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = init_device()
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.set_device(device)
-    if world == 1:
-        return DistInfo(device=device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), device=device)
+# Re-exported for the imports of training/loop.py, bench/ and tests/test_train_loop.py; new code
+# imports them from hitgan.distributed.
+from hitgan.distributed import DistInfo, init_distributed  # noqa: F401
 
 
 class PeerLost(RuntimeError):
@@ -65,12 +35,6 @@ def is_peer_failure(error: BaseException) -> bool:
         return True
     return isinstance(error, RuntimeError) and any(
         w in str(error).lower() for w in PEER_FAILURE_WORDS)
-
-
-def close_distributed() -> None:
-    """Leave the process group, if this process joined one."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def broadcast_module(module: nn.Module) -> None:

@@ -10,12 +10,12 @@ made with ``python -m bench.quality``. Explicit options and ``--config`` files o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from hitgan.models.config import get_preset
+from hitgan.runtime import fast_bf16
 
 AUTO_BELOW = 128  # px: presets below this resolution get the auto recipe by default
 
@@ -25,19 +25,6 @@ class Choice:
     option: str
     value: Any
     reason: str
-
-
-def fast_bf16(device: torch.device) -> tuple[bool, str]:
-    """Whether bf16 matrix products run natively here, and what was found."""
-    if device.type == "cuda":
-        ok = torch.cuda.is_bf16_supported()
-        return ok, f"{torch.cuda.get_device_name(device)} {'has' if ok else 'lacks'} bf16"
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False, "CPU flags unknown"
-    found = sorted(flags & {"amx_bf16", "avx512_bf16"})
-    return bool(found), ("CPU has " + "/".join(found)) if found else "CPU has no AMX/AVX512-BF16"
 
 
 def auto_recipe(preset: str, device: torch.device, cond: bool = False) -> list[Choice]:
