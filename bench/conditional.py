@@ -35,11 +35,11 @@ from torch import nn
 from bench.common import describe, markdown_table, start_run
 from bench.quality import clock_label, parse_variant, train_for
 from hitgan.data.dataset import ImageDataset, Preprocess
+from hitgan.distributed import DistInfo
 from hitgan.models.generator import HiTGenerator
 from hitgan.sampling import seed_latents
 from hitgan.training.checkpoint import load_generator
 from hitgan.training.config import build_config
-from hitgan.training.distributed import DistInfo
 from hitgan.training.loop import Trainer
 
 TEST_FRACTION = 0.2
@@ -139,14 +139,9 @@ def train_generator(args: argparse.Namespace) -> dict[str, Any]:
                         "flip": args.flip, "workers": 0, "seed": args.seed, "out": args.out,
                         **args.options}, recipe=args.recipe)
     trainer = Trainer(cfg, DistInfo(), progress=False)
-    batches = iter(trainer.loader())
-
-    def step() -> None:
-        trainer.train_step([next(batches) for _ in range(trainer.accum)])
-
     _progress(f"training for {args.minutes} min ({clock_label(args)}): {cfg.to_dict()}")
     budget = args.minutes * 60
-    steps, spent, _ = train_for("conditional", step, cfg.batch, budget, [budget],
+    steps, spent, _ = train_for("conditional", trainer.train_step, cfg.batch, budget, [budget],
                                 lambda: None, args)
     checkpoint = trainer.save_checkpoint()
     grid = trainer.save_samples()

@@ -1,13 +1,13 @@
 """Do the faster training modes track fp32? Loss curves, final generator outputs and speed.
 
 Each mode trains the same preset on the same data from the same seed with the real Trainer
-(``train_step`` driven as ``Trainer.run`` drives it; no checkpoints, samples or FID), recording
-every step's losses. Against the fp32 run it reports, per loss: the mean and max absolute
-difference of the curves, the difference of their means over the last ``--window`` steps next to
-fp32's standard deviation over those steps (GAN losses are noisy and runs drift apart step by
-step, so "tracks" means a gap within that noise, not bitwise equality), the max absolute
-difference of the EMA generators' outputs on fixed latents (eval mode, an fp32 forward, so it
-measures where training took the weights), and each mode's steps/s (median step time).
+(``Trainer.train_step`` on its own loader, as ``Trainer.run`` does; no checkpoints, samples or
+FID), recording every step's losses. Against the fp32 run it reports, per loss: the mean and max
+absolute difference of the curves, the difference of their means over the last ``--window``
+steps next to fp32's standard deviation over those steps (GAN losses are noisy and runs drift
+apart step by step, so "tracks" means a gap within that noise, not bitwise equality), the max
+absolute difference of the EMA generators' outputs on fixed latents (eval mode, an fp32 forward,
+so it measures where training took the weights), and each mode's steps/s (median step time).
 
 The GAN is chaotic: two free-running runs whose arithmetic differs in the last bit separate
 within tens of steps, so the free-running curves cannot tell a mode's rounding from chaos. Two
@@ -26,10 +26,10 @@ things do:
   mode's precision error alone, one step at a time.
 
 Modes: fp32 (the reference), bf16 (autocast with fp32 master weights), compile (torch.compile of
-G), bf16-compile. Run under the shared CPU lock, e.g.::
+G), bf16-compile. For example::
 
-    flock /tmp/hitgan-cpu.lock /work/venv/bin/python -m bench.precision \
-        --steps 300 --modes fp32,compile,bf16 --json /tmp/precision.json --plot /tmp/precision.png
+    python -m bench.precision --steps 300 --modes fp32,compile,bf16 \
+        --json precision.json --plot precision.png
 """
 
 from __future__ import annotations
@@ -128,37 +128,37 @@ def _flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
 
 
 def forced_step(trainer: Trainer, micro: list[torch.Tensor], precision: str,
-                G_step: torch.nn.Module) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+                G_forward: torch.nn.Module
+                ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """The losses, gradient norms and flattened (float64) G and D gradients that
-    ``trainer.train_step(micro)`` would compute next, with ``precision`` autocast and ``G_step``
-    running G, on the trainer's current weights, batch, latents and augmentations.
+    ``trainer.train_step(micro)`` would compute next, with ``precision`` autocast and
+    ``G_forward`` running G (G itself or its torch.compile), on the trainer's current weights,
+    batch, latents and augmentations: ``Trainer.accumulate_gradients`` with the trainer's loss
+    in that precision.
 
     Updates nothing: the step's draws are peeked from ``trainer.gen`` (its state restored), and
-    G's and D's buffers (BatchNorm statistics, which a train-mode forward moves), the gradients,
-    the global torch RNG, ``trainer.cfg`` and ``trainer.G_step`` are put back. The preparation
-    mirrors the start of ``Trainer.train_step`` (single process, no fp16 grad scaler); the fp32
-    replay matching the logged step (``TeacherForced.replay_max_abs_diff``) checks that.
+    G's and D's buffers (BatchNorm statistics, which a train-mode forward moves), the gradients
+    and the global torch RNG are put back. Single process, no fp16 grad scaler; the fp32 replay
+    matching the logged step (``TeacherForced.replay_max_abs_diff``) checks that it is the
+    step ``train_step`` computes.
     """
-    cfg, info = trainer.cfg, trainer.info
-    if info.world != 1 or precision == "fp16":
+    if trainer.info.world != 1 or precision == "fp16":
         raise ValueError("forced_step: single process, fp32 / bf16 only")
+    loss = dataclasses.replace(trainer.loss, G=G_forward, precision=precision)
     g_params, d_params = list(trainer.G.parameters()), list(trainer.D.parameters())
     modules = (trainer.G, trainer.D)
     buffers = [b.clone() for m in modules for b in m.buffers()]
     grads = [p.grad for p in g_params + d_params]
     gen_state, rng_state = trainer.gen.get_state(), torch.get_rng_state()
-    saved = (trainer.cfg, trainer.G_step, [m.training for m in modules])
-    trainer.cfg = dataclasses.replace(cfg, precision=precision)
-    trainer.G_step = G_step
+    training = [m.training for m in modules]
     try:
         for p in g_params + d_params:
             p.grad = None
-        stats, _ = trainer.accumulate_gradients(micro)
+        stats, _ = trainer.accumulate_gradients(micro, loss)
         stats["G/grad_norm"] = grad_norm(g_params)
         stats["D/grad_norm"] = grad_norm(d_params)
         return dict(stats), _flat_grad(g_params), _flat_grad(d_params)
     finally:
-        trainer.cfg, trainer.G_step, training = saved
         for m, mode in zip(modules, training, strict=True):
             m.train(mode)
         with torch.no_grad():
@@ -187,7 +187,7 @@ def train_mode(mode: str, args: argparse.Namespace, out_dir: str,
                         "out": str(Path(out_dir) / mode)}, recipe="official")
     trainer = Trainer(cfg, progress=False)
     forced: TeacherForced | None = None
-    runners: dict[str, tuple[str, torch.nn.Module]] = {}  # mode -> (precision, G_step)
+    runners: dict[str, tuple[str, torch.nn.Module]] = {}  # mode -> (precision, G_forward)
     if check_modes and args.check_every > 0:  # G compiled once, sharing G's parameters
         compiled = (torch.compile(trainer.G) if any(MODES[m][1] for m in check_modes)
                     else trainer.G)
@@ -195,19 +195,18 @@ def train_mode(mode: str, args: argparse.Namespace, out_dir: str,
                    for m in (mode, *check_modes)}  # this run's own arithmetic first
         forced = TeacherForced(args.check_every, [], {m: defaultdict(list) for m in runners},
                                {m: defaultdict(list) for m in check_modes}, 0.0)
-    batches = iter(trainer.loader())
     curves: dict[str, list[float]] = {}
     seconds: list[float] = []
     with tqdm(total=cfg.steps, desc=mode, unit="step", mininterval=2.0,
               dynamic_ncols=True) as bar:
         while trainer.step < cfg.steps:
-            micro = [next(batches) for _ in range(trainer.accum)]
+            micro = trainer.next_micro_batches()
             replay: dict[str, float] | None = None
             if forced is not None and trainer.step % args.check_every == 0:
                 forced.steps.append(trainer.step + 1)
                 ref_grads: tuple[torch.Tensor, torch.Tensor] | None = None
-                for m, (m_precision, G_step) in runners.items():
-                    checked, g_grad, d_grad = forced_step(trainer, micro, m_precision, G_step)
+                for m, (m_precision, G_forward) in runners.items():
+                    checked, g_grad, d_grad = forced_step(trainer, micro, m_precision, G_forward)
                     for k, v in checked.items():
                         forced.values[m][k].append(v)
                     if ref_grads is None:

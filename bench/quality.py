@@ -37,12 +37,12 @@ from bench.baseline import BaselineConfig, DCGANTrainer
 from bench.common import describe, markdown_table, start_run
 from hitgan.data.dataset import ImageDataset, Preprocess
 from hitgan.data.images import make_grid, save_image, to_uint8
+from hitgan.distributed import DistInfo
 from hitgan.metrics.evaluate import SEED_STRIDE, evaluate, load_reference
 from hitgan.metrics.features import InceptionExtractor
 from hitgan.models.config import get_preset
 from hitgan.sampling import seed_latents
 from hitgan.training.config import build_config
-from hitgan.training.distributed import DistInfo
 from hitgan.training.loop import Trainer
 
 BASELINE = "dcgan baseline"
@@ -85,8 +85,8 @@ def clock_label(args: argparse.Namespace) -> str:
 
 
 def train_for(name: str, step: Any, batch: int, budget_s: float, marks: list[float],
-           snapshot: Any, args: argparse.Namespace
-           ) -> tuple[int, float, list[tuple[float, int, Any]]]:
+              snapshot: Any, args: argparse.Namespace
+              ) -> tuple[int, float, list[tuple[float, int, Any]]]:
     """Call ``step()`` until ``budget_s`` seconds of it (by ``--clock``, on ``--threads``) have
     passed; ``snapshot()`` at each mark. Returns steps, seconds and [(seconds, step, snapshot)].
     """
@@ -127,18 +127,14 @@ def train_hitgan(name: str, overrides: dict[str, Any], args: argparse.Namespace,
                         "workers": args.workers, "seed": args.seed,
                         "out": f"{workdir}/{name}", **options}, recipe=recipe)
     trainer = Trainer(cfg, DistInfo(), progress=False)
-    batches = iter(trainer.loader())
-
-    def step() -> None:
-        trainer.train_step([next(batches) for _ in range(trainer.accum)])
 
     def snapshot() -> dict[str, dict[str, torch.Tensor]]:
         models = {"ema": trainer.ema.model, **({"G": trainer.G} if args.score_g else {})}
         return {k: copy.deepcopy(m.state_dict()) for k, m in models.items()}
 
     _progress(f"{name}: training for {args.minutes} min ({cfg.to_dict()})")
-    steps, spent, snaps = train_for(name, step, cfg.batch, args.minutes * 60, marks, snapshot,
-                                 args)
+    steps, spent, snaps = train_for(name, trainer.train_step, cfg.batch, args.minutes * 60,
+                                    marks, snapshot, args)
     run = Run(name, cfg.to_dict(), cfg.batch, steps, spent)
     return run, trainer, snaps
 
@@ -166,8 +162,8 @@ def train_baseline(args: argparse.Namespace, marks: list[float]) -> tuple[Run, A
         return copy.deepcopy(trainer.G.state_dict())
 
     _progress(f"{BASELINE}: training for {args.minutes} min ({asdict(cfg)})")
-    steps, spent, snaps = train_for(BASELINE, step, cfg.batch, args.minutes * 60, marks, snapshot,
-                                 args)
+    steps, spent, snaps = train_for(BASELINE, step, cfg.batch, args.minutes * 60, marks,
+                                    snapshot, args)
     return Run(BASELINE, asdict(cfg), cfg.batch, steps, spent), trainer, snaps
 
 

@@ -4,10 +4,10 @@ against the machine's dense-matmul peak and, when given, the official TF trainin
 One step is ``Trainer.train_step`` on a fixed batch of reals: G forward, D on fakes and on
 reals with R1 (cost 10, every step, as the official recipe), optionally bCR on DiffAugmented
 copies, the G and D backward passes (R1's double backward included), both Adam updates and the
-EMA of G. Run under the shared CPU lock so nothing else competes for the cores, e.g.::
+EMA of G. For example, with the official step beside ours::
 
-    flock /tmp/hitgan-cpu.lock python -m bench.train_step --presets hit-b-128 --batch 8 \
-        --official /tmp/hitgan-official --tf-python /work/tfenv/bin/python
+    python -m bench.train_step --presets hit-b-128 --batch 8 \
+        --official OFFICIAL_CHECKOUT --tf-python TF_VENV/bin/python
 
 The official step (bench/tf_worker.py: the official models, utils/losses.py, DiffAugment and
 tf.keras Adam in the structure of GANTrainer._train_one_step, in a tf.function) runs in a worker
@@ -18,19 +18,16 @@ the medians over all rounds reported.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
@@ -50,21 +47,17 @@ from bench.common import (
     timed,
 )
 from bench.official import OFFICIAL_SIZES, OfficialWorker, add_options, check_options
-from hitgan.models import discriminator
+from hitgan.distributed import DistInfo
 from hitgan.models.config import get_preset
 from hitgan.training.config import build_config
-from hitgan.training.distributed import DistInfo
 from hitgan.training.loop import Trainer
 
-# mode -> (Trainer precision, Trainer compile, D through autograd's own convolution backward);
-# every mode but "auto" is the official recipe (R1 cost 10 every step, the preset's D)
-MODES: dict[str, tuple[str | None, bool, bool]] = {
-    "fp32": ("fp32", False, False), "bf16": ("bf16", False, False),
-    "compile": ("fp32", True, False), "compile-bf16": ("bf16", True, False),
-    "fp32-autograd-d": ("fp32", False, True), "bf16-autograd-d": ("bf16", False, True),
-    "auto": (None, False, False)}  # the auto recipe, precision included
+# mode -> (Trainer precision, Trainer compile); every mode but "auto" is the official recipe
+# (R1 cost 10 every step, the preset's D)
+MODES: dict[str, tuple[str | None, bool]] = {
+    "fp32": ("fp32", False), "bf16": ("bf16", False), "compile": ("fp32", True),
+    "compile-bf16": ("bf16", True), "auto": (None, False)}  # auto: its precision included
 AUTO = "ours auto recipe"
-AUTOGRAD_D = "autograd-D"  # impl suffix of the *-autograd-d modes
 VARIANTS = {"off": ("R1",), "on": ("R1+bCR",), "both": ("R1", "R1+bCR")}
 OFFICIAL = "official tf"
 
@@ -120,7 +113,7 @@ def make_trainer(preset: str, batch: int, mode: str, bcr: bool, device: str,
     """The real Trainer in the official recipe: R1 cost 10 every step, Adam(0, 0.99), EMA
     averaging from the first step (the official steady state; it starts at step 10). Mode
     "auto": the auto recipe for the built-in digits on this machine (lazy R1 among others)."""
-    precision, compile_, _ = MODES[mode]
+    precision, compile_ = MODES[mode]
     options = {"preset": preset, "batch": batch, "compile": compile_, "bcr": bcr,
                "ema_start": 0, "data": "mnist", "out": out, "workers": 0}
     if precision is None:
@@ -135,25 +128,6 @@ def _losses(stats: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in stats.items() if "loss" in k or k in ("D/r1", "D/bcr")}
 
 
-
-@contextlib.contextmanager
-def autograd_discriminator_ops(enabled: bool = True) -> Iterator[None]:
-    """D with F.conv2d for its convolutions and blur, so that autograd's generic double
-    backward differentiates R1 (what hitgan did before hitgan/models/gradfix.py): the A/B of
-    that change in one run. Same function; only the backward passes differ."""
-    if not enabled:
-        yield
-        return
-    saved = discriminator.conv2d, discriminator.blur_downsample
-    discriminator.conv2d = lambda x, w, b: F.conv2d(x, w, b, padding=w.shape[-1] // 2)
-    discriminator.blur_downsample = lambda x, k: F.conv2d(x, k.to(x.dtype), stride=2, padding=1,
-                                                          groups=x.shape[1])
-    try:
-        yield
-    finally:
-        discriminator.conv2d, discriminator.blur_downsample = saved
-
-
 @dataclass
 class _Case:
     """One row under measurement: ours (a trainer) or the official step (a worker request)."""
@@ -161,7 +135,6 @@ class _Case:
     variant: str
     note: str
     trainer: Trainer | None = None
-    autograd_d: bool = False  # run the trainer under autograd_discriminator_ops
     request: dict[str, Any] | None = None
     loss_diff: float | None = None
     first_losses: dict[str, float] = field(default_factory=dict)
@@ -182,8 +155,7 @@ class _Case:
 
             reset_peak_memory(device)
             resident = resident_bytes(device)
-            with autograd_discriminator_ops(self.autograd_d):
-                self.times += [(w / cycle, u) for w, u in timed(steps, repeats, device)]
+            self.times += [(w / cycle, u) for w, u in timed(steps, repeats, device)]
             peak = peak_memory_bytes(device)
         else:
             assert worker is not None and self.request is not None
@@ -205,7 +177,6 @@ def official_settings(trainer: Trainer) -> dict[str, Any]:
             "augment": cfg.augment, "ema_decay": cfg.ema_decay}
 
 
-
 def _setup_variant(name: str, variant: str, args: argparse.Namespace, reals: torch.Tensor,
                    worker: OfficialWorker | None, workdir: str) -> tuple[list[_Case], int]:
     """The cases of one variant, warmed up, and the FLOPs of one step."""
@@ -215,16 +186,15 @@ def _setup_variant(name: str, variant: str, args: argparse.Namespace, reals: tor
     with StepFlops() as counter:  # the first step: FLOPs and the reference losses
         ref_losses = _losses(reference.train_step([reals]))
     for mode in args.modes:
-        precision, compile_, autograd_d = MODES[mode]
+        precision, compile_ = MODES[mode]
         flops = counter.total
-        with autograd_discriminator_ops(autograd_d):
-            if mode == "fp32":
-                trainer, first = reference, ref_losses
-            else:  # the same seed: the same weights, latents and augmentations
-                trainer = make_trainer(name, batch, mode, bcr, dev, workdir)
-                first = _losses(trainer.train_step([reals]))  # compiles in compile modes
-            for _ in range(args.warmup - 1):
-                trainer.train_step([reals])
+        if mode == "fp32":
+            trainer, first = reference, ref_losses
+        else:  # the same seed: the same weights, latents and augmentations
+            trainer = make_trainer(name, batch, mode, bcr, dev, workdir)
+            first = _losses(trainer.train_step([reals]))  # compiles in compile modes
+        for _ in range(args.warmup - 1):
+            trainer.train_step([reals])
         if precision is None:  # auto: its own FLOPs, averaged over a lazy-R1 cycle
             cycle = trainer.cfg.penalty_every
             with StepFlops() as own:
@@ -238,16 +208,13 @@ def _setup_variant(name: str, variant: str, args: argparse.Namespace, reals: tor
         else:
             note = ("torch.compile G, " if compile_ else "eager, ") + (
                 "autocast bf16, fp32 weights" if precision == "bf16" else "fp32")
-            if autograd_d:
-                note += ", D by autograd's own convolution double backward"
             diff = None
             if mode != "fp32":
                 diff = max(abs(first[k] - ref_losses[k]) for k in ref_losses)
                 note += f"; first-step losses vs fp32: max abs diff {diff:.1e}"
-            impl = "ours " + ("compile " if compile_ else "") + precision + (
-                f" {AUTOGRAD_D}" if autograd_d else "")
-        cases.append(_Case(impl, variant, note, trainer=trainer, autograd_d=autograd_d,
-                           loss_diff=diff, first_losses=first, flops=flops))
+            impl = "ours " + ("compile " if compile_ else "") + precision
+        cases.append(_Case(impl, variant, note, trainer=trainer, loss_diff=diff,
+                           first_losses=first, flops=flops))
         _progress(f"{name} batch {batch} {variant}: {impl} ready")
     if worker is not None:
         request = {"size": reals.shape[-1], "batch": batch, "bcr": bcr}
@@ -302,7 +269,6 @@ def bench_preset(name: str, args: argparse.Namespace, peaks: dict[str, float],
 RATIOS = (("ours fp32", OFFICIAL), ("ours bf16", OFFICIAL), ("ours compile fp32", OFFICIAL),
           ("ours compile bf16", OFFICIAL), ("ours bf16", "ours fp32"),
           ("ours compile fp32", "ours fp32"), ("ours compile bf16", "ours fp32"),
-          ("ours fp32", f"ours fp32 {AUTOGRAD_D}"), ("ours bf16", f"ours bf16 {AUTOGRAD_D}"),
           (AUTO, "ours fp32"), (AUTO, "ours bf16"))
 
 
@@ -352,9 +318,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8, help="images per step")
     p.add_argument("--modes", default="fp32,bf16",
                    help=f"comma list of {', '.join(MODES)} (compile: the Trainer's torch.compile"
-                        " of G; bf16: autocast with fp32 master weights; *-autograd-d: D "
-                        "differentiated by autograd's generic convolution double backward, the"
-                        " A/B of hitgan/models/gradfix.py)")
+                        " of G; bf16: autocast with fp32 master weights; auto: the auto "
+                        "recipe)")
     p.add_argument("--bcr", choices=tuple(VARIANTS), default="both",
                    help="time the step without bCR (off), with it (on) or both (default)")
     p.add_argument("--repeats", type=int, default=2, help="timed steps per round")

@@ -75,9 +75,9 @@ def test_forced_step_restores_state(tmp_path: Path) -> None:
     micro = [next(iter(trainer.loader()))]
     modules = (trainer.G, trainer.D)
     buffers = [b.clone() for m in modules for b in m.buffers()]
-    gen, rng, G_step = trainer.gen.get_state(), torch.get_rng_state(), trainer.G_step
+    gen, rng, loss = trainer.gen.get_state(), torch.get_rng_state(), trainer.loss
     stats, g_grad, d_grad = precision.forced_step(trainer, micro, "bf16", trainer.G)
-    assert trainer.cfg is cfg and trainer.G_step is G_step
+    assert trainer.cfg is cfg and trainer.loss is loss and loss.precision == "fp32"
     assert all(torch.equal(a, b) for a, b in zip(
         (b for m in modules for b in m.buffers()), buffers, strict=True))
     assert torch.equal(trainer.gen.get_state(), gen) and torch.equal(torch.get_rng_state(), rng)

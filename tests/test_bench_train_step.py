@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 
 from bench import train_step
 
-TF_PYTHON = Path("/work/tfenv/bin/python")
-OFFICIAL = Path("/tmp/hitgan-official")
+# where a TF install and the official checkout are: HITGAN_TF_PYTHON, HITGAN_OFFICIAL_DIR
+TF_PYTHON = Path(os.environ.get("HITGAN_TF_PYTHON", "tfenv/bin/python"))
+OFFICIAL = Path(os.environ.get("HITGAN_OFFICIAL_DIR", "official"))
 
 
 def test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,21 +43,6 @@ def test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     saved = json.loads(out.read_text())
     assert len(saved["rows"]) == 4 and set(saved["matmul_gflops"]) == {"fp32", "bf16"}
     assert saved["notes"] and saved["ratios"] and "malloc_cache" in saved["machine"]
-
-
-def test_autograd_d_mode_is_the_same_step(capsys: pytest.CaptureFixture[str]) -> None:
-    """The A/B of hitgan/models/gradfix.py: the same losses as with autograd's own convolution
-    backward, and the ratio printed; the patch is undone after the run."""
-    from hitgan.models import discriminator, gradfix
-
-    rows = train_step.main(["--presets", "hit-tiny-32", "--batch", "2", "--repeats", "1",
-                            "--rounds", "1", "--warmup", "1", "--matmul-size", "128",
-                            "--bcr", "off", "--modes", "fp32,fp32-autograd-d"])
-    assert [r.impl for r in rows] == ["ours fp32", "ours fp32 autograd-D"]
-    assert rows[1].loss_diff is not None and rows[1].loss_diff < 1e-5
-    assert "ours fp32 / ours fp32 autograd-D" in capsys.readouterr().out
-    assert discriminator.conv2d is gradfix.conv2d
-    assert discriminator.blur_downsample is gradfix.blur_downsample
 
 
 def test_step_flops_count_the_double_backward() -> None:

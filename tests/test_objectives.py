@@ -150,12 +150,11 @@ def test_ema_half_life_in_images():
     from hitgan.training.config import TrainConfig
     from hitgan.training.loop import Trainer
 
-    trainer = Trainer(TrainConfig(batch=32, ema_kimg=10, ema_rampup=0.05, workers=0),
-                      progress=False)
-    trainer.step = 1_000_000
-    decay = trainer.ema_decay()
+    ema = Trainer(TrainConfig(batch=32, ema_kimg=10, ema_rampup=0.05, workers=0),
+                  progress=False).ema
+    decay = ema.decay_at(1_000_000)
     assert decay ** (10_000 / 32) == pytest.approx(0.5)
-    trainer.step = 100  # 3,200 images seen: half-life 160 images = 5 steps
-    assert trainer.ema_decay() ** 5 == pytest.approx(0.5)
-    trainer.cfg = TrainConfig(ema_decay=0.99)
-    assert trainer.ema_decay() == 0.99
+    # step 100: 3,200 images seen: half-life 160 images = 5 steps
+    assert ema.decay_at(100) ** 5 == pytest.approx(0.5)
+    plain = Trainer(TrainConfig(ema_decay=0.99, workers=0), progress=False).ema
+    assert plain.decay_at(100) == 0.99

@@ -26,7 +26,7 @@ from hitgan.convert.official import (
     generator_rules,
     load_npz,
 )
-from hitgan.training import augment, loop
+from hitgan.training import augment, loop, phases
 from hitgan.training.config import TrainConfig
 
 FIXTURE = Path(__file__).with_name("data") / "official_step.npz"
@@ -112,7 +112,7 @@ def one_step(official: tuple[dict[str, np.ndarray], dict], bcr: bool, data: Path
         assert policy == cfg.augment and total == cfg.batch
         return augment.apply(x, policy, replay.pop(0), slice(offset, offset + x.shape[0]))
 
-    monkeypatch.setattr(loop, "diff_augment", replayed)
+    monkeypatch.setattr(phases, "diff_augment", replayed)
     grads: State = {}
     for tag, model, opt in (("G", G, trainer.opt_g), ("D", D, trainer.opt_d)):
         def capture(optimizer: torch.optim.Optimizer, args: object, kwargs: object,

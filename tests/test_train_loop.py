@@ -14,10 +14,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hitgan.training import checkpoint
-from hitgan.training import loop as loop_module
-from hitgan.training.config import TrainConfig
-from hitgan.training.distributed import DistInfo
+from hitgan.distributed import DistInfo
+from hitgan.training import checkpoint, phases
+from hitgan.training.config import PENALTIES, TrainConfig
 from hitgan.training.loop import Trainer, TrainingDiverged
 
 
@@ -60,16 +59,35 @@ def test_resume_is_bitwise_identical(tmp_path, deterministic):
     assert straight.gen.get_state().equal(resumed.gen.get_state())
 
 
+def test_train_step_draws_from_its_own_loader(tmp_path):
+    """train_step() takes the next micro-batches of the trainer's loader: the same steps as the
+    loader's micro-batches given by hand."""
+    own = Trainer(_cfg(tmp_path / "a", batch_per_device=2), progress=False)
+    fed = Trainer(_cfg(tmp_path / "b", batch_per_device=2), progress=False)
+    batches = iter(fed.loader())
+    for _ in range(2):
+        assert own.train_step() == fed.train_step([next(batches) for _ in range(fed.accum)])
+    a, b = _state(own), _state(fed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_every_penalty_has_a_dreg_phase():
+    assert set(phases.DREG) == set(PENALTIES)
+    lazy = TrainConfig(penalty="r1+r2", penalty_every=4)
+    assert [phases.dreg_at(lazy, s) for s in (0, 1, 4)] == [
+        phases.Dreg(r1=True, r2=True), phases.Dreg(), phases.Dreg(r1=True, r2=True)]
+
+
 def test_non_finite_steps_are_skipped_then_the_run_stops(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path, steps=20, checkpoint_every=2, nan_patience=3)
     trainer = Trainer(cfg, progress=False)
-    real_g_loss = loop_module.g_loss
+    real_g_loss = phases.g_loss
 
     def poisoned(logits, kind, *real):
         loss = real_g_loss(logits, kind, *real)
         return loss * float("nan") if trainer.step >= 2 else loss
 
-    monkeypatch.setattr(loop_module, "g_loss", poisoned)
+    monkeypatch.setattr(phases, "g_loss", poisoned)
     with pytest.raises(TrainingDiverged, match="3 non-finite steps in a row"):
         trainer.run()
     path, _ = checkpoint.latest_valid(cfg.out)
@@ -97,7 +115,7 @@ def test_resume_auto_skips_a_damaged_checkpoint(tmp_path, caplog):
 
 KILL_SCRIPT = """
 import sys
-from hitgan.training.config import TrainConfig
+from hitgan.training.config import PENALTIES, TrainConfig
 from hitgan.training.loop import Trainer
 Trainer(TrainConfig(out=sys.argv[1], steps=10_000, batch=2, workers=0, checkpoint_every=1,
                     keep_checkpoints=2, log_every=1000, sample_every=100_000,
@@ -168,16 +186,13 @@ def _ddp_worker(rank: int, world: int, init: str, out: str, cfg_dict: dict) -> N
 def _one_step(cfg: TrainConfig, info: DistInfo, out: str) -> None:
     trainer = Trainer(cfg, info, progress=False)
     grads = {}
-    step_g = trainer.opt_g.step
 
-    def capture(*args, **kwargs):
+    def capture(*args):
         grads.update({f"G.{i}": p.grad.clone() for i, p in enumerate(trainer.G.parameters())})
         grads.update({f"D.{i}": p.grad.clone() for i, p in enumerate(trainer.D.parameters())})
-        return step_g(*args, **kwargs)
 
-    trainer.opt_g.step = capture
-    batches = iter(trainer.loader())
-    stats = trainer.train_step([next(batches) for _ in range(trainer.accum)])
+    trainer.opt_g.register_step_pre_hook(capture)
+    stats = trainer.train_step()
     if info.is_main:
         torch.save({"grads": grads, "G": trainer.G.state_dict(), "D": trainer.D.state_dict(),
                     "stats": dict(stats)}, out)

@@ -18,7 +18,6 @@ from torch.utils.data import Sampler
 
 # Re-exported for the imports of training/loop.py, bench/ and tests/test_train_loop.py; new code
 # imports them from hitgan.distributed.
-from hitgan.distributed import DistInfo, init_distributed  # noqa: F401
 
 
 class PeerLost(RuntimeError):

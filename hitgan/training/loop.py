@@ -1,33 +1,36 @@
 """The HiT-GAN training loop (official trainers/gan_trainer.py), single process to multi-node.
 
-One step: G makes fakes from standard-normal z; D scores fakes and reals (with R1 on reals);
-optionally bCR on DiffAugmented copies; G and D are updated simultaneously from the same forward,
-as the official trainer does, then the EMA. Class-conditional (``--cond``): reals come with their
+One step (``Trainer.train_step``): the loss phases of hitgan/training/phases.py (Gmain, Dmain,
+Dreg every penalty_every steps, Dbcr) on every micro-batch, G's and D's gradients accumulated
+from the same forward and averaged over processes, then G and D updated simultaneously, as the
+official trainer does, and the EMA. Class-conditional (``--cond``): reals come with their
 labels, fakes get labels drawn from the dataset's labels (StyleGAN2-ADA's choice, so G is asked
 for classes as often as they occur), and every D call gets the labels of its images. All
 randomness of a step (latents, flips, augmentations, fake labels) comes from one generator drawn
 for the global batch, and data order from (seed, epoch) permutations, so a resumed run continues
 bit for bit.
+
+API: ``Trainer(cfg).run()`` trains (the CLI); ``train_step()`` makes one step from the trainer's
+own loader (``next_micro_batches``) or from micro-batches given; ``accumulate_gradients`` computes
+a step's gradients without updating, with the trainer's loss or another
+(``dataclasses.replace(trainer.loss, precision=..., G=...)``); ``save_checkpoint``,
+``save_samples`` and ``sampling_generator`` as ``run`` uses them.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
-import io
 import json
 import logging
 import math
-import random
 import signal
 import time
 from collections import defaultdict
-from contextlib import nullcontext
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
@@ -35,37 +38,24 @@ from tqdm import tqdm
 
 from hitgan.data.dataset import ImageDataset, Labelled, Preprocess
 from hitgan.data.images import make_grid, save_image, to_uint8
+from hitgan.distributed import DistInfo, init_distributed
 from hitgan.models.discriminator import StyleGANDiscriminator
 from hitgan.models.generator import HiTGenerator
-from hitgan.models.io import load_state_checked, state_dict_to_bytes, weights_from_bytes
 from hitgan.training import checkpoint
-from hitgan.training.augment import diff_augment
 from hitgan.training.config import TrainConfig
 from hitgan.training.distributed import (
-    DistInfo,
     PeerLost,
     StepSampler,
     any_process,
     average_gradients,
     broadcast_module,
-    init_distributed,
     is_peer_failure,
 )
 from hitgan.training.ema import EMA
-from hitgan.training.losses import (
-    consistency_loss,
-    d_loss,
-    g_loss,
-    mode_seeking_loss,
-    r1_penalty,
-    wgan_gp,
-)
 from hitgan.training.optim import official_adam
+from hitgan.training.phases import GANLoss, MicroBatch, StepDraws, dreg_at
 
 log = logging.getLogger(__name__)
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# What the loader yields per micro-batch: images (b, C, R, R), or [images, labels (b,)] (--cond)
-MicroBatch = torch.Tensor | list[torch.Tensor]
 SAMPLES_PER_CLASS = 8  # conditional sample grids: one row of this many latents per class
 
 
@@ -99,8 +89,10 @@ class Trainer:
         self.D.to(memory_format=torch.channels_last)
         broadcast_module(self.G)
         broadcast_module(self.D)
-        self.ema = EMA(self.G, cfg.ema_decay, cfg.ema_start, cfg.ema_buffers)
-        self.G_step = torch.compile(self.G) if cfg.compile else self.G  # D needs double backward
+        self.ema = EMA(self.G, cfg.ema_decay, cfg.ema_start, cfg.ema_buffers, cfg.ema_kimg,
+                       cfg.ema_rampup, cfg.batch)
+        G_forward = torch.compile(self.G) if cfg.compile else self.G  # D needs double backward
+        self.loss = GANLoss(G_forward, self.D, cfg, cfg.precision, dev.type)
         self.opt_g = official_adam(self.G.parameters(), cfg.lr_g, cfg.betas)
         self.opt_d = official_adam(self.D.parameters(), cfg.lr_d, cfg.betas)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
@@ -117,10 +109,11 @@ class Trainer:
         self.stop_requested = False
         self._reference: Any = None
         self._extractor: Any = None
+        self._batches: Iterator[MicroBatch] | None = None  # the loader's, once drawn from
         if cfg.output_init == "data":  # a resumed run then loads its own weights over these
             self.G.match_output_statistics(*self.data_statistics(), seed=cfg.seed)
             self.ema.model.load_state_dict(self.G.state_dict())
-        self.resumed_from = self._resume() if cfg.resume else None
+        self.resumed_from = self._resume(cfg.resume) if cfg.resume else None
 
     def data_statistics(self, images: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std of a seeded random subset of the training images (every
@@ -131,102 +124,31 @@ class Trainer:
         return reals.mean((0, 2, 3)), reals.std((0, 2, 3))
 
     # ---- one step -----------------------------------------------------------------------
-    def _autocast(self, enabled: bool = True):
-        dtype = AMP_DTYPES.get(self.cfg.precision)
-        if dtype is None or not enabled:
-            return nullcontext()
-        return torch.autocast(self.info.device.type, dtype=dtype)
+    def next_micro_batches(self) -> list[MicroBatch]:
+        """The next step's ``accum`` micro-batches from the trainer's loader (its stream starts
+        at the step this is first called at)."""
+        if self._batches is None:
+            self._batches = iter(self.loader())
+        return [next(self._batches) for _ in range(self.accum)]
 
-    def _losses(self, reals: torch.Tensor, z: torch.Tensor, offset: int, regularize: bool,
-                step_seed: int, real_labels: torch.Tensor | None = None,
-                fake_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Losses of one micro-batch; the labels (b,) are given for a conditional run."""
-        cfg, B = self.cfg, self.cfg.batch
-        calls = iter(range(1, 100))
-
-        def draw() -> torch.Generator:
-            """The k-th random draw of every micro-batch covers the same global batch."""
-            return torch.Generator().manual_seed(step_seed + next(calls))
-
-        def augment(x: torch.Tensor) -> torch.Tensor:
-            return diff_augment(x, cfg.augment, draw(), offset, B)
-
-        with self._autocast():
-            fakes = self.G_step(z, fake_labels)  # (b, 3, R, R)
-            fake_in = augment(fakes) if cfg.diffaug else fakes
-            fake_logits = self.D(fake_in, fake_labels)
-            if regularize and cfg.penalty == "r1+r2":  # R2: the gradient at the fakes D saw
-                r2 = r1_penalty(fake_logits, fake_in)
-        r1 = regularize and cfg.penalty in ("r1", "r1+r2")
-        real_in = (augment(reals) if cfg.diffaug else reals).detach().requires_grad_(r1)
-        with self._autocast(enabled=not (r1 and cfg.precision == "fp16")):  # R1 in fp32 w/ fp16
-            real_logits = self.D(real_in, real_labels)
-            out = {"G/loss": g_loss(fake_logits, cfg.loss, real_logits),
-                   "D/loss_gan": d_loss(real_logits, fake_logits, cfg.loss)}
-            if cfg.mode_seeking:
-                out["G/mode_seeking"] = mode_seeking_loss(fakes, z)
-                out["G/loss"] = out["G/loss"] + cfg.mode_seeking * out["G/mode_seeking"]
-            if regularize and r1:
-                out["D/r1"] = r1_penalty(real_logits, real_in)
-                if cfg.penalty == "r1+r2":
-                    out["D/r2"] = r2
-            elif regularize:
-                eps = torch.rand(B, *reals.shape[1:], generator=draw())
-                eps = eps[offset:offset + reals.shape[0]].to(reals)
-                # interpolates between real i and fake i are scored as real i's class
-                out["D/wgan_gp"] = wgan_gp(functools.partial(self.D, labels=real_labels),
-                                           real_in.detach(), fakes, eps)
-            penalties = [v for k, v in out.items() if k in ("D/r1", "D/r2", "D/wgan_gp")]
-            d_total = out["D/loss_gan"] + cfg.penalty_cost * cfg.penalty_every * sum(penalties)
-            if cfg.bcr:  # augmented copies carry no gradient into G, as in the official code
-                aug = torch.cat((augment(reals), augment(fakes.detach()))).detach()
-                aug_labels = (None if real_labels is None or fake_labels is None
-                              else torch.cat((real_labels, fake_labels)))
-                real_aug, fake_aug = self.D(aug, aug_labels).chunk(2)
-                out["D/bcr"] = consistency_loss(real_logits, real_aug, fake_logits, fake_aug)
-                d_total = d_total + cfg.bcr_cost * out["D/bcr"]
-        out["D/loss"] = d_total
-        return out
-
-    def accumulate_gradients(self, micro_batches: list[MicroBatch]
+    def accumulate_gradients(self, micro_batches: list[MicroBatch], loss: GANLoss | None = None
                              ) -> tuple[dict[str, float], bool]:
-        """Draw the step's latents, flips, augmentation seed (and fake labels), and accumulate
-        G's and D's gradients over the micro-batches. Returns this process's losses and whether
-        they were finite; updates nothing but the gradients (and BatchNorm statistics)."""
-        cfg, info = self.cfg, self.info
+        """Draw the step's latents, flips, augmentation seed (and fake labels) from ``gen``,
+        and accumulate G's and D's gradients over the micro-batches with ``loss`` (default:
+        the trainer's). Returns this process's losses and whether they were finite; updates
+        nothing but the gradients, ``gen`` (and BatchNorm statistics)."""
+        cfg, info, loss = self.cfg, self.info, loss or self.loss
         self.G.train()
         self.D.train()
-        z_all = torch.randn(cfg.batch, self.G.config.latent_dim, generator=self.gen)
-        flips = torch.rand(cfg.batch, generator=self.gen) < 0.5
-        step_seed = int(torch.randint(0, 2**62, (1,), generator=self.gen))  # augmentations
-        fake_labels_all = None  # drawn last: unconditional runs keep their random stream
-        if self.label_values is not None:
-            pick = torch.randint(len(self.label_values), (cfg.batch,), generator=self.gen)
-            fake_labels_all = self.label_values[pick]  # (batch,)
-            if cfg.mode_seeking:  # pairs of one class: rows 2i and 2i+1
-                fake_labels_all = fake_labels_all[0::2].repeat_interleave(2)
-        regularize = cfg.penalty != "none" and self.step % cfg.penalty_every == 0
+        draws = StepDraws.draw(self.gen, cfg.batch, self.G.config.latent_dim, self.label_values,
+                               pairs=bool(cfg.mode_seeking))
+        dreg = dreg_at(cfg, self.step)
         g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
         stats: dict[str, float] = defaultdict(float)
         finite = True
         for a, batch in enumerate(micro_batches):
             offset = (a * info.world + info.rank) * self.micro
-            rows = slice(offset, offset + self.micro)
-            reals, real_labels = batch if isinstance(batch, list | tuple) else (batch, None)
-            if (real_labels is None) != (fake_labels_all is None):
-                raise ValueError("a conditional run needs [images, labels] micro-batches and "
-                                 "an unconditional one images alone")
-            fake_labels = None
-            if real_labels is not None and fake_labels_all is not None:
-                real_labels = real_labels.to(info.device, non_blocking=True)
-                fake_labels = fake_labels_all[rows].to(info.device)
-            reals = reals.to(info.device, non_blocking=True)
-            if cfg.flip:
-                reals = torch.where(flips[rows].view(-1, 1, 1, 1).to(info.device),
-                                    reals.flip(3), reals)
-            reals = reals.contiguous(memory_format=torch.channels_last)
-            losses = self._losses(reals, z_all[rows].to(info.device), offset, regularize,
-                                  step_seed, real_labels, fake_labels)
+            losses = loss(draws.inputs(batch, offset, self.micro, cfg.flip, info.device), dreg)
             finite &= bool(torch.isfinite(losses["G/loss"]) & torch.isfinite(losses["D/loss"]))
             self.scaler.scale(losses["G/loss"] / self.accum).backward(inputs=g_params,
                                                                        retain_graph=True)
@@ -235,8 +157,12 @@ class Trainer:
                 stats[k] += v.item() / self.accum
         return stats, finite
 
-    def train_step(self, micro_batches: list[MicroBatch]) -> dict[str, float]:
+    def train_step(self, micro_batches: list[MicroBatch] | None = None) -> dict[str, float]:
+        """One update of G, D and the EMA, on ``micro_batches`` or the trainer's next ones.
+        Returns the step's losses and gradient norms over all processes; a non-finite step
+        updates nothing and returns "skipped": 1.0 among them."""
         cfg, info = self.cfg, self.info
+        micro_batches = self.next_micro_batches() if micro_batches is None else micro_batches
         g_params, d_params = list(self.G.parameters()), list(self.D.parameters())
         saved_buffers = [b.clone() for b in self.G.buffers()]  # BatchNorm statistics
         stats, finite = self.accumulate_gradients(micro_batches)
@@ -263,18 +189,8 @@ class Trainer:
         self.scaler.update()
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
-        self.ema.update(self.G, self.step, self.ema_decay())
+        self.ema.update(self.G, self.step)
         return stats
-
-    def ema_decay(self) -> float:
-        """This step's EMA decay: ema_decay, or from the half-life ema_kimg (ramped up)."""
-        cfg = self.cfg
-        if cfg.ema_kimg is None:
-            return cfg.ema_decay
-        half_life = cfg.ema_kimg * 1000  # images
-        if cfg.ema_rampup is not None:
-            half_life = min(half_life, self.step * cfg.batch * cfg.ema_rampup)
-        return 0.5 ** (cfg.batch / max(half_life, 1e-8))
 
     # ---- the run ----------------------------------------------------------------------
     def loader(self) -> DataLoader:
@@ -293,7 +209,6 @@ class Trainer:
         writer = _tensorboard(self.run_dir) if main else None
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM,
                                                                         signal.SIGINT)}
-        batches = iter(self.loader())
         bar = self._progress_bar()
         last_saved, t0, seen0 = self.step, time.perf_counter(), self.step
         try:
@@ -302,7 +217,7 @@ class Trainer:
                 save_image(make_grid(to_uint8(reals)), self.run_dir / "reals.png")
             while self.step < cfg.steps and not any_process(
                     self.stop_requested or self._out_of_time(t0), self.info.device):
-                stats = self.train_step([next(batches) for _ in range(self.accum)])
+                stats = self.train_step()
                 elapsed = time.perf_counter() - t0
                 rate = (self.step - seen0) * cfg.batch / elapsed
                 bar.set_postfix_str(f"step {self.step}/{cfg.steps} img/s {rate:.1f} "
@@ -438,69 +353,30 @@ class Trainer:
                 "discriminator": self.D.config.to_dict(), "world": self.info.world,
                 "dataset": self.dataset.describe()}
 
+    def _training_state(self) -> checkpoint.TrainingState:
+        return checkpoint.TrainingState(
+            {"G": self.G, "D": self.D, "G_ema": self.ema.model},
+            {"G": self.opt_g, "D": self.opt_d, "scaler": self.scaler}, self.gen)
+
     def save_checkpoint(self) -> Path | None:
-        rng = _rng_state()
-        ranks = [rng] * self.info.world
-        if dist.is_initialized():
-            dist.all_gather_object(ranks, rng)  # in-process, trusted
-        if not self.info.is_main:
-            return None
-        opt = io.BytesIO()
-        torch.save({"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict(),
-                    "scaler": self.scaler.state_dict(), "gen": self.gen.get_state(),
-                    "torch_rng": [r["torch"] for r in ranks]}, opt)
+        """Every process calls it; process 0 writes the checkpoint and gets its path."""
         state = {"step": self.step, "images_seen": self.step * self.cfg.batch,
                  "skipped": self.skipped, "nonfinite": self.nonfinite,
                  "best_fid": None if math.isinf(self.best_fid) else self.best_fid,
-                 "best_step": self.best_step,
-                 "rng": [{k: v for k, v in r.items() if k != "torch"} for r in ranks],
-                 **self._run_record()}
-        files = {"G.safetensors": state_dict_to_bytes(self.G.state_dict(), {}),
-                 "D.safetensors": state_dict_to_bytes(self.D.state_dict(), {}),
-                 "G_ema.safetensors": state_dict_to_bytes(self.ema.model.state_dict(), {}),
-                 "optim.pt": opt.getvalue(), "state.json": json.dumps(state).encode()}
-        return checkpoint.save(self.run_dir, self.step, files, self.cfg.keep_checkpoints,
-                               protect=self.best_step)
+                 "best_step": self.best_step, **self._run_record()}
+        return checkpoint.save_training(self.run_dir, self._training_state(), state, self.info,
+                                        self.cfg.keep_checkpoints, protect=self.best_step)
 
-    def _resume(self) -> Path | None:
-        if self.cfg.resume == "auto":
-            found = checkpoint.latest_valid(self.run_dir)
-            if found is None:
-                log.info("resume auto: no valid checkpoint in %s, starting fresh", self.run_dir)
-                return None
-            path, files = found
-        else:
-            path = Path(self.cfg.resume)
-            files = checkpoint.verify(path)
-        state = json.loads(files["state.json"])
-        if state["train"]["preset"] != self.cfg.preset:
-            raise checkpoint.CheckpointError(
-                f"{path}: made with preset {state['train']['preset']}, not {self.cfg.preset}")
-        if state["train"].get("cond", False) != self.cfg.cond:
-            raise checkpoint.CheckpointError(
-                f"{path}: made {'with' if state['train'].get('cond') else 'without'} --cond; "
-                "resume it the same way")
-        for name, model in (("G", self.G), ("D", self.D), ("G_ema", self.ema.model)):
-            tensors, _ = weights_from_bytes(files[f"{name}.safetensors"], f"{path}/{name}")
-            load_state_checked(model, tensors, f"{path}/{name}.safetensors")
-        opt = torch.load(io.BytesIO(files["optim.pt"]), weights_only=True)
-        self.opt_g.load_state_dict(opt["G"])
-        self.opt_d.load_state_dict(opt["D"])
-        self.scaler.load_state_dict(opt["scaler"])
-        self.gen.set_state(opt["gen"])
+    def _resume(self, resume: str) -> Path | None:
+        found = checkpoint.find_resume(self.run_dir, resume)
+        if found is None:
+            return None
+        state = checkpoint.load_training(*found, self._training_state(), self.cfg, self.info)
         self.step, self.skipped = state["step"], state["skipped"]
-        self.nonfinite = state["nonfinite"]
-        self.best_fid = state["best_fid"] if state["best_fid"] is not None else math.inf
-        self.best_step = state["best_step"]
-        if len(state["rng"]) == self.info.world:
-            _set_rng_state({**state["rng"][self.info.rank],
-                            "torch": opt["torch_rng"][self.info.rank]})
-        else:
-            log.warning("%s: saved with %d processes, now %d: per-process RNG states not "
-                        "restored (the training stream itself is unaffected)", path,
-                        len(state["rng"]), self.info.world)
-        log.info("resumed from %s at step %d", path, self.step)
-        return path
+        self.nonfinite, self.best_step = state["nonfinite"], state["best_step"]
+        self.best_fid = math.inf if state["best_fid"] is None else state["best_fid"]
+        log.info("resumed from %s at step %d", found[0], self.step)
+        return found[0]
 
 
 def _mean_over_processes(stats: dict[str, float], info: DistInfo) -> dict[str, float]:
@@ -517,22 +393,6 @@ def grad_norm(params: list[torch.Tensor]) -> float:
     """The norm of the per-tensor gradient norms (what the step logs as G/ and D/grad_norm)."""
     grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
     return float(torch.stack(grads).norm()) if grads else 0.0
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    py = random.getstate()
-    return {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss,
-                                                      gauss],
-            "python": [py[0], list(py[1]), py[2]]}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
 
 
 def _tensorboard(run_dir: Path) -> Any:
