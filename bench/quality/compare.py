@@ -1,20 +1,22 @@
-"""Image quality per CPU-minute: hitgan against a plain DCGAN BASELINE (bench/baseline.py),
-each trained for the same wall-clock minutes on the same data, one after the other on the whole
-machine, then FID of snapshots taken along the way.
+"""Image quality per CPU-minute on one dataset: hitgan against a plain DCGAN BASELINE
+(bench/quality/baseline.py), each trained for the same wall-clock minutes on the same data, one
+after the other on the whole machine, then FID of snapshots taken along the way.
 
-    python -m bench.quality --minutes 20                      # built-in MNIST digits
-    python -m bench.quality --data fashion.zip --minutes 20 --flip
+    python -m bench.quality.compare --minutes 20                      # built-in MNIST digits
+    python -m bench.quality.compare --data fashion.zip --minutes 20 --flip
 
 Each run trains for ``--minutes`` of its own training time (data loading included; model set-up
 and the snapshots themselves excluded) and keeps ``--points`` snapshots of its sampling
 generator (hitgan: G_ema with BatchNorm recalibrated as the trainer samples; DCGAN: G). After all
-training, every snapshot is scored: FID of ``--curve-samples`` samples, and of ``--fid-samples``
-at the last point, against the Inception statistics of the whole dataset (cached; or
-``--reference stats.npz``). ``--variant NAME:OPT=VALUE,...`` adds hitgan runs with other
-training options (repeatable; ``recipe=official`` picks the recipe), for recipe experiments.
+training, every snapshot is scored: FID of ``--curve-samples`` samples, and FID, precision and
+recall (k = 3, Inception features: hitgan.metrics.pr) of ``--fid-samples`` at the last point,
+against the Inception statistics of the whole dataset (cached; or ``--reference stats.npz``).
+``--variant NAME:OPT=VALUE,...`` adds hitgan runs with other training options (repeatable;
+``recipe=official`` picks the recipe), for recipe experiments.
 ``--score-g`` also scores each hitgan run's G itself, as a row 'NAME (G)': weight averaging does
 not change training, so one run measures a run with and without an EMA.
 Prints a table, writes JSON, an FID-vs-minutes plot and each run's last 64 samples as a grid.
+``python -m bench.quality`` runs this on several datasets, hitgan and baseline side by side.
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from bench.baseline import BaselineConfig, DCGANTrainer
 from bench.common import describe, markdown_table, start_run
+from bench.quality.baseline import BaselineConfig, DCGANTrainer
 from hitgan.data.dataset import ImageDataset, Preprocess
 from hitgan.data.images import make_grid, save_image, to_uint8
 from hitgan.distributed import DistInfo
-from hitgan.metrics.evaluate import SEED_STRIDE, evaluate, load_reference
+from hitgan.metrics.evaluate import SEED_STRIDE, evaluate, load_reference, metric_name
 from hitgan.metrics.features import InceptionExtractor
 from hitgan.models.config import get_preset
 from hitgan.sampling import seed_latents
@@ -55,7 +57,8 @@ class Run:
     batch: int
     steps: int = 0
     seconds: float = 0.0
-    points: list[dict[str, Any]] = field(default_factory=list)  # minutes, step, images, fid
+    # minutes, step, images, fid, samples; the last point also precision and recall
+    points: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def images(self) -> int:
@@ -169,8 +172,9 @@ def train_baseline(args: argparse.Namespace, marks: list[float]) -> tuple[Run, A
 
 def score(run: Run, load: Any, snaps: list, reference: Any,
           extractor: InceptionExtractor, args: argparse.Namespace, grid: Path) -> None:
-    """FID of every snapshot; ``load(state)`` gives the sampling generator of a snapshot. The
-    last snapshot's first 64 FID samples are saved as ``grid`` (to see what the FID scored)."""
+    """FID of every snapshot, and precision and recall of the last (from the same samples);
+    ``load(state)`` gives the sampling generator of a snapshot. The last snapshot's first 64
+    samples are saved as ``grid`` (to see what the FID scored)."""
     for k, (seconds, steps, state) in enumerate(snaps):
         last = k == len(snaps) - 1
         n = args.fid_samples if last else args.curve_samples
@@ -180,12 +184,15 @@ def score(run: Run, load: Any, snaps: list, reference: Any,
                 z = seed_latents(range(args.seed * SEED_STRIDE, args.seed * SEED_STRIDE + 64),
                                  G.config.latent_dim)
                 save_image(make_grid(to_uint8(G.eval()(z))), grid)
-        result = evaluate(G, reference, ("fid",), n, seed=args.seed, extractor=extractor,
-                          progress=False)
-        fid = next(iter(result.results.values()))
-        run.points.append({"minutes": round(seconds / 60, 2), "step": steps,
-                           "images": steps * run.batch,
-                           "fid": round(fid, 3), "samples": n})
+        result = evaluate(G, reference, ("fid", "pr") if last else ("fid",), n,
+                          seed=args.seed, extractor=extractor, progress=False).results
+        fid = result[metric_name("fid", n, reference)]
+        point = {"minutes": round(seconds / 60, 2), "step": steps,
+                 "images": steps * run.batch, "fid": round(fid, 3), "samples": n}
+        if last:
+            pr = metric_name("pr", n, reference)
+            point |= {m: round(result[f"{pr}_{m}"], 4) for m in ("precision", "recall")}
+        run.points.append(point)
         _progress(f"{run.name}: {seconds / 60:.1f} min, step {steps}: FID-{n} {fid:.2f}")
 
 
@@ -227,15 +234,21 @@ def plot(runs: list[Run], path: Path, title: str, xlabel: str) -> None:
     plt.close(fig)
 
 
+def stem(data: str, preset: str, minutes: float) -> str:
+    """The name of a run's JSON and plot (``STEM.json``, ``STEM.png``) and grids."""
+    return f"quality-{Path(data).stem}-{preset}-{minutes:g}min"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.quality",
+    p = argparse.ArgumentParser(prog="python -m bench.quality.compare",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="mnist", help="image folder, zip, or 'mnist'")
     p.add_argument("--preset", default="hit-tiny-32")
     p.add_argument("--minutes", type=float, default=20, help="training time of each run")
     p.add_argument("--points", type=int, default=4, help="snapshots per run, evenly in time")
-    p.add_argument("--fid-samples", type=int, default=5000, help="samples at the last point")
+    p.add_argument("--fid-samples", type=int, default=5000,
+                   help="samples at the last point (FID, precision and recall; at least 4)")
     p.add_argument("--curve-samples", type=int, default=1000,
                    help="samples at the earlier points")
     p.add_argument("--reference", help="a .npz from `hitgan stats` (default: the whole "
@@ -270,9 +283,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name} {getattr(args, name)}: must be > 0")
     if args.threads < 0:
         p.error(f"--threads {args.threads}: must be >= 0 (0: torch's default)")
-    for name in ("points", "fid_samples", "curve_samples"):
-        if getattr(args, name) < (2 if "samples" in name else 1):
-            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: too small")
+    for name, least in (("points", 1), ("fid_samples", 4), ("curve_samples", 2)):
+        if getattr(args, name) < least:  # FID needs 2 samples; precision/recall (k=3) 4
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: at least {least}")
     if args.baseline_only and (args.no_baseline or args.variant):
         p.error("--baseline-only trains the baseline alone: drop --no-baseline and --variant")
     try:
@@ -293,11 +306,11 @@ def main(argv: list[str] | None = None) -> list[Run]:
                                           extractor, args.cache_dir)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"quality-{Path(str(args.data)).stem}-{args.preset}-{args.minutes:g}min"
+    base = out / stem(args.data, args.preset, args.minutes)
 
     def grid(run_name: str) -> Path:  # 'fast (G)' -> STEM-fast-G.png
         slug = run_name.replace(" (", "-").replace(")", "").replace(" ", "_")
-        return out / f"{stem}-{slug}.png"
+        return Path(f"{base}-{slug}.png")
 
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="hitgan-quality-") as tmp:
@@ -332,16 +345,18 @@ def main(argv: list[str] | None = None) -> list[Run]:
     rows = [[r.name, r.steps, r.images, f"{r.images_per_s:.1f}"]
             + [f"{p['fid']:.2f} ({p['samples']})" for p in r.points] for r in runs]
     print(markdown_table(header, rows))
-    finals = "; ".join(f"{r.name} {r.points[-1]['fid']:.2f}" for r in runs)
+    finals = "; ".join(f"{r.name} {r.points[-1]['fid']:.2f} (precision "
+                       f"{r.points[-1]['precision']:.3f}, recall {r.points[-1]['recall']:.3f})"
+                       for r in runs)
     print(f"\nFID-{args.fid_samples} after {args.minutes} min: {finals}")
-    (out / f"{stem}.json").write_text(json.dumps(
+    Path(f"{base}.json").write_text(json.dumps(
         {"machine": info, "argv": sys.argv[1:] if argv is None else argv,
          "reference": described,
          "runs": [{**asdict(r), "images": r.images, "images_per_s": r.images_per_s}
                   for r in runs]}, indent=2))
-    plot(runs, out / f"{stem}.png", f"{args.preset} on {args.data}, {args.minutes:g} min each",
-         f"training minutes ({clock_label(args)}, this machine)")
-    print(f"wrote {out / stem}.json and .png")
+    plot(runs, Path(f"{base}.png"), f"{args.preset} on {args.data}, {args.minutes:g} min "
+         f"each", f"training minutes ({clock_label(args)}, this machine)")
+    print(f"wrote {base}.json and .png")
     return runs
 
 

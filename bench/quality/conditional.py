@@ -1,21 +1,21 @@
-"""Does a class-conditional generator make the class it is asked for? A classification
-accuracy score: a small CNN trained on the real labelled data classifies generated samples, and
-"generated as class k" counts as right when it is "classified as k".
+"""Does a class-conditional generator make the class it is asked for? Trains a conditional run
+and scores it with the classification accuracy score of ``hitgan.metrics.classifier``.
 
-    python -m bench.conditional --minutes 20 --out runs/cond-mnist   # train (--cond), then score
-    python -m bench.conditional --run runs/cond-mnist                 # score an existing run
+    python -m bench.quality.conditional --minutes 20 --out runs/cond-mnist   # train, then score
+    python -m bench.quality.conditional --run runs/cond-mnist                # score a run
 
 Training (``--minutes``) runs ``hitgan train --cond`` on ``--data`` for that many minutes of
 ``--clock`` time (default: CPU time on one thread, immune to other work on the machine, as
-``bench.quality --clock cpu --threads 1``), then writes a checkpoint and a sample grid to the run
-directory. The classifier (not a dependency: ``CLASSIFIER`` below) trains for ``--epochs`` on a
-fixed 80% of the labelled images and is tested on the other 20%; the generator (G_ema, BatchNorm
-statistics recalibrated as the trainer samples) makes ``--per-class`` samples of every class
-from seeds 0..N-1. Prints per-class and mean accuracy on generated samples beside the
-classifier's accuracy on the real test split, and writes them as JSON into the run directory.
-Accuracy rewards one good image per class as much as a varied class, so it also prints each
-class's spread (the mean over pixels of the std over images) of the generated and of the real
-images: a class collapsed to one image has a spread near 0 whatever its accuracy.
+``bench.quality.compare --clock cpu --threads 1``), then writes a checkpoint and a sample grid to
+the run directory. The classifier (a small CNN, hitgan/metrics/classifier.py) trains for
+``--epochs`` on a fixed 80% of the labelled images, read with the generator's channel count, and
+is tested on the other 20%; the generator (G_ema, BatchNorm statistics recalibrated as the
+trainer samples) makes ``--per-class`` samples of every class from seeds 0..N-1. Prints
+per-class and mean accuracy on generated samples beside the classifier's accuracy on the real
+test split, and writes them as JSON into the run directory. Accuracy rewards one good image per
+class as much as a varied class, so it also prints each class's spread (the mean over pixels of
+the std over images) of the generated and of the real images: a class collapsed to one image has
+a spread near 0 whatever its accuracy.
 """
 
 from __future__ import annotations
@@ -28,108 +28,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from bench.common import describe, markdown_table, start_run
-from bench.quality import clock_label, parse_variant, train_for
-from hitgan.data.dataset import ImageDataset, Preprocess
+from bench.quality.compare import clock_label, parse_variant, train_for
+from hitgan.data.dataset import Preprocess
 from hitgan.distributed import DistInfo
-from hitgan.models.generator import HiTGenerator
-from hitgan.sampling import seed_latents
+from hitgan.metrics.classifier import (
+    generated_scores,
+    load_labelled,
+    per_class_accuracy,
+    predict,
+    split,
+    spread,
+    train_classifier,
+)
 from hitgan.training.checkpoint import load_generator
 from hitgan.training.config import build_config
 from hitgan.training.loop import Trainer
 
-TEST_FRACTION = 0.2
-
 
 def _progress(message: str) -> None:
     print(f"[conditional {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class Classifier(nn.Module):
-    """Two conv-pool stages and an MLP: (B, C, R, R) in [-1, 1] -> (B, K) logits."""
-
-    def __init__(self, channels: int, resolution: int, num_classes: int):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))  # (B, 64, R/4, R/4)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.25),
-                                  nn.Linear(64 * (resolution // 4) ** 2, 128), nn.ReLU(),
-                                  nn.Linear(128, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-def load_labelled(data: str, resolution: int, max_images: int | None
-                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
-    """All (or ``max_images``, a fixed random subset) images (N, C, R, R), labels (N,) and
-    class names of a labelled dataset."""
-    dataset = ImageDataset(data, Preprocess(resolution), progress=False, labels="require")
-    assert dataset.labels is not None
-    order = np.random.default_rng(0).permutation(len(dataset))[:max_images]
-    images = torch.stack([dataset[int(i)] for i in order])
-    return images, torch.from_numpy(dataset.labels.values[order]), dataset.labels.class_names
-
-
-def split(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed (train, test) split of ``range(n)``: the last TEST_FRACTION of a seeded
-    permutation is the test split."""
-    order = np.random.default_rng(1).permutation(n)
-    cut = n - max(1, round(n * TEST_FRACTION))
-    return order[:cut], order[cut:]
-
-
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                     epochs: int, seed: int = 0) -> Classifier:
-    """Adam, batch 64, ``epochs`` passes over ``images`` (seeded, deterministic)."""
-    torch.manual_seed(seed)
-    model = Classifier(images.shape[1], images.shape[2], num_classes)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for rows in torch.randperm(len(images), generator=gen).split(64):
-            loss = F.cross_entropy(model(images[rows]), labels[rows])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
-@torch.no_grad()
-def predict(model: Classifier, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    return torch.cat([model(x).argmax(1) for x in images.split(batch)])
-
-
-def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int
-                       ) -> list[float]:
-    """Of the images of each class, the fraction predicted as that class."""
-    return [float((predicted[labels == k] == k).float().mean()) for k in range(num_classes)]
-
-
-def spread(images: torch.Tensor) -> float:
-    """How much a set of images (N, C, H, W) varies: the mean over pixels of their std over N."""
-    return float(images.std(0).mean())
-
-
-@torch.no_grad()
-def generated_scores(G: HiTGenerator, model: Classifier, per_class: int, batch: int = 250
-                     ) -> tuple[list[float], list[float]]:
-    """Per class k, of ``per_class`` samples generated as k (seeds 0..per_class-1): the
-    fraction the classifier calls k, and their spread (a class collapsed to one image: ~0)."""
-    z = seed_latents(range(per_class), G.config.latent_dim)
-    accuracy, spreads = [], []
-    for k in range(G.config.num_classes):
-        images = torch.cat([G(zs, torch.full((len(zs),), k)).clamp(-1, 1)  # as saved
-                            for zs in z.split(batch)])
-        accuracy.append(float((predict(model, images) == k).float().mean()))
-        spreads.append(spread(images))
-    return accuracy, spreads
 
 
 def train_generator(args: argparse.Namespace) -> dict[str, Any]:
@@ -156,7 +75,8 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     cfg = G.config
     if not cfg.num_classes:
         raise SystemExit(f"{args.run}: its generator is unconditional (train it with --cond)")
-    images, labels, names = load_labelled(args.data, cfg.resolution, args.max_images)
+    images, labels, names = load_labelled(
+        args.data, Preprocess(cfg.resolution, channels=cfg.out_channels), args.max_images)
     if len(names) != cfg.num_classes:
         raise SystemExit(f"{args.data} has {len(names)} classes, the generator of {args.run} "
                          f"{cfg.num_classes}: score it on its own training data")
@@ -200,7 +120,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.conditional",
+    p = argparse.ArgumentParser(prog="python -m bench.quality.conditional",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="mnist", help="a labelled image folder, zip, or 'mnist'")
