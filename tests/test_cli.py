@@ -163,3 +163,34 @@ def test_train_flags_take_type_and_choices_from_the_config(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["train", *bad])
         assert bad[0] in capsys.readouterr().err
+
+
+def test_grey_data_trains_a_one_channel_generator_with_grey_samples(tmp_path, capsys):
+    """A data set of grey RGB files (R = G = B, as users store them): `hitgan train` says it
+    read them as grey, G and D get one channel, and `hitgan generate` writes grey images (R = G
+    = B read back as RGB). One colour image among them keeps RGB."""
+    rng = np.random.default_rng(0)
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    for i in range(8):
+        g = rng.integers(0, 256, (32, 32, 1), dtype=np.uint8)
+        Image.fromarray(np.repeat(g, 3, axis=-1)).save(grey / f"{i}.png")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(grey), "--out", str(run), "--steps", "2", "--batch", "4",
+                 "--workers", "0"]) == 0
+    assert "data: channels=1:" in capsys.readouterr().out
+    record = json.loads((run / "config.json").read_text())
+    assert record["generator"]["out_channels"] == 1 and record["discriminator"]["in_channels"] == 1
+    assert Image.open(run / "reals.png").mode == "L"
+    out = tmp_path / "gen"
+    assert main(["generate", "--model", str(run), "--seeds", "0-3", "--out", str(out)]) == 0
+    rgb = np.asarray(Image.open(out / "seed0002.png").convert("RGB")).astype(int)
+    assert rgb.std() > 0
+    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(grey / "colour.png")
+    assert main(["train", "--data", str(grey), "--out", str(tmp_path / "rgb"), "--steps", "1",
+                 "--batch", "4", "--workers", "0"]) == 0
+    assert "data: channels=3:" in capsys.readouterr().out
+    assert json.loads((tmp_path / "rgb" / "config.json").read_text())["generator"][
+        "out_channels"] == 3

@@ -76,7 +76,7 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     assert cfg.generator_config().norm == "layer"
     options = [line.split("=")[0] for line in report]
     assert options == [f"auto: {c.option}" for c in recipe.auto_recipe(
-        "hit-tiny-32", torch.device("cpu"))]
+        "hit-tiny-32", torch.device("cpu"))] + ["data: channels"]  # the digits are grey
     assert all(line.count(": ") >= 2 for line in report)  # each with its reason
     monkeypatch.setattr(recipe, "fast_bf16", lambda device: (True, "CPU has amx_bf16"))
     report = []
@@ -89,9 +89,11 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     assert any("[overridden: ema_kimg=None]" in line for line in report)
     official = build_config({"data": "mnist"}, recipe="official")
     assert (official.penalty_every, official.penalty_cost, official.d_width) == (1, 10.0, 1.0)
-    assert official.output_init == "official"
+    assert official.output_init == "official" and official.channels == 1  # read off the data
+    assert build_config({"data": "mnist", "channels": 3}, report=(r := [])).channels == 3
+    assert not any(line.startswith("data:") for line in r)  # a flag: nothing read
     assert build_config({"preset": "hit-b-128"}, recipe="auto", report=(r := [])).d_width == 1
-    assert r == []  # 128 px and up: the official recipe
+    assert [line.split("=")[0] for line in r] == ["data: channels"]  # 128 px: official recipe
     with pytest.raises(ValueError, match="--recipe 'fast'"):
         build_config({}, recipe="fast")
 

@@ -24,7 +24,13 @@ from hitgan.models.config import (
     get_preset,
 )
 from hitgan.training.losses import LOSSES
-from hitgan.training.recipe import AUTO_BELOW, Choice, auto_recipe, describe_choices
+from hitgan.training.recipe import (
+    AUTO_BELOW,
+    Choice,
+    auto_recipe,
+    data_choices,
+    describe_choices,
+)
 
 PENALTIES = ("r1", "r1+r2", "wgan", "none")
 # A training step runs in fp32 or in autocast: bf16, or fp16 with loss scaling against fp16's
@@ -166,6 +172,10 @@ class TrainConfig:
         "official", "Initial output layers of G: 'official' truncated-normal(0.02), so the first "
         "images are grey (std about 0.05); 'data' then rescales and shifts them once so the "
         "first images have the data's per-channel mean and std.", choices=OUTPUT_INITS)
+    channels: int | None = _option(
+        None, "Image channels of G's output and D's input: 3 (RGB) or 1 (grey); unset: from "
+        "the data, 1 when every training image is grey (mode L, or R = G = B), else 3 "
+        "(official: 3, its data sets are colour).", choices=(1, 3))
     compile: bool = _option(
         False, "torch.compile the training forward of G (D stays eager: its penalty needs a "
         "double backward); not official (off).")
@@ -333,7 +343,13 @@ def build_config(overrides: dict[str, Any], config_file: str | None = None,
         if "ema_decay" in given and "ema_kimg" not in given:  # an explicit decay wins
             recipe_values.pop("ema_kimg", None)
             recipe_values.pop("ema_rampup", None)
-    values = {**PRESET_DEFAULTS.get(preset, {}), **recipe_values, **file_values, **overrides}
+    given = {**file_values, **overrides}
+    if "channels" not in given:  # read off the data, whatever the recipe
+        found = data_choices(given.get("data", TrainConfig.data),
+                             PRESETS[preset].generator.resolution)
+        choices += found
+        recipe_values.update({c.option: c.value for c in found})
+    values = {**PRESET_DEFAULTS.get(preset, {}), **recipe_values, **given}
     values.setdefault("out", f"runs/{preset}")
     cfg = TrainConfig.from_dict(values)
     if report is not None:

@@ -79,7 +79,11 @@ class Trainer:
                                     labels="require" if cfg.cond else "none")
         labels = self.dataset.labels
         self.label_values = None if labels is None else torch.from_numpy(labels.values)
-        gen_cfg, disc_cfg = cfg.generator_config(), cfg.discriminator_config()
+        # channels: as configured, else read off the data (build_config usually has)
+        channels = cfg.channels or (1 if self.dataset.is_greyscale(self.progress) else 3)
+        self.dataset.set_channels(channels)
+        gen_cfg = dataclasses.replace(cfg.generator_config(), out_channels=channels)
+        disc_cfg = dataclasses.replace(cfg.discriminator_config(), in_channels=channels)
         if labels is not None:
             gen_cfg = dataclasses.replace(gen_cfg, num_classes=labels.num_classes,
                                           class_names=labels.class_names)

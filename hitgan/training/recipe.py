@@ -4,7 +4,8 @@ For presets below 128 px (the CPU-sized ones) ``hitgan train`` uses it unless ``
 another; ``--recipe official`` keeps the official objective (R1 cost 10 every step, fp32, the
 preset's discriminator) and the hit-b presets always default to it. Each choice comes with the
 measurement behind it: the recipe runs in docs/training.md ("Small budgets: the auto recipe"),
-made with ``python -m bench.quality``. Explicit options and ``--config`` files override any choice.
+made with ``python -m bench.quality.compare``. Explicit options and ``--config`` files override
+any choice. ``data_choices`` reads the training images for every recipe (their channels).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from hitgan.data.dataset import ImageDataset, Preprocess
 from hitgan.models.config import get_preset
 from hitgan.runtime import fast_bf16
 
@@ -25,6 +27,19 @@ class Choice:
     option: str
     value: Any
     reason: str
+    by: str = "auto"  # who chose: "auto" (the recipe) or "data" (read off the images)
+
+
+def data_choices(source: str, resolution: int) -> list[Choice]:
+    """What every recipe reads off the training images: their channels. A grey data set (every
+    image of mode L or 1, or R = G = B) trains a one-channel G and D, whose samples are grey; in
+    RGB, G spends capacity on three equal channels and its samples carry colour tints the data
+    never had."""
+    data = ImageDataset(source, Preprocess(resolution), progress=False)
+    if data.is_greyscale():
+        return [Choice("channels", 1, f"{data.name}: all {len(data):,} images are grey "
+                       "(R = G = B): a one-channel G and D, grey samples", "data")]
+    return [Choice("channels", 3, f"{data.name}: colour images: RGB", "data")]
 
 
 def auto_recipe(preset: str, device: torch.device, cond: bool = False) -> list[Choice]:
@@ -81,5 +96,5 @@ def describe_choices(choices: list[Choice], config: Any) -> list[str]:
     for c in choices:
         final = getattr(config, c.option)
         note = "" if final == c.value else f" [overridden: {c.option}={final}]"
-        lines.append(f"auto: {c.option}={c.value}: {c.reason}{note}")
+        lines.append(f"{c.by}: {c.option}={c.value}: {c.reason}{note}")
     return lines
