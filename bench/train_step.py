@@ -115,7 +115,8 @@ def make_trainer(preset: str, batch: int, mode: str, bcr: bool, device: str,
     "auto": the auto recipe for the built-in digits on this machine (lazy R1 among others)."""
     precision, compile_ = MODES[mode]
     options = {"preset": preset, "batch": batch, "compile": compile_, "bcr": bcr,
-               "ema_start": 0, "data": "mnist", "out": out, "workers": 0}
+               "ema_start": 0, "data": "mnist", "out": out, "workers": 0,
+               "channels": 3}  # RGB, as the official models: the digits only hold the loader
     if precision is None:
         cfg = build_config(options, recipe="auto")
     else:
