@@ -87,6 +87,7 @@ def test_counted_flops_match_the_cost_model():
         assert glob == generator_flops(cfg) + _extra_baseline_flops(cfg)
 
 
+@pytest.mark.slow
 def test_flops_per_pixel_grow_for_global_attention_only():
     """Deterministic counts: the baseline's extra cost per pixel grows at every size and its
     total per pixel grows from 128 px on; HiT's per-pixel cost never grows."""
@@ -103,6 +104,7 @@ def test_flops_per_pixel_grow_for_global_attention_only():
     assert glob[-1] > 100 * hit[-1]
 
 
+@pytest.mark.slow
 def test_smoke(tmp_path, capsys):
     out, png = tmp_path / "complexity.json", tmp_path / "complexity.png"
     argv = ["--resolutions", "32,64", "--repeats", "1", "--matmul-size", "256", "--json",
@@ -121,6 +123,7 @@ def test_smoke(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_smoke_not_run_rows_are_predicted(tmp_path, capsys):
     """With a tiny time budget every size after the first is predicted, not run."""
     png = tmp_path / "predicted.png"

@@ -3,9 +3,12 @@ tens of seconds: the compiled path's behaviour is tested in test_inception.py)."
 
 import json
 
+import pytest
+
 from bench import fid_profile, fid_speed
 
 
+@pytest.mark.slow
 def test_fid_speed_rows(tmp_path, capsys):
     out = tmp_path / "speed.json"
     fid_speed.main(["--images", "8", "--batch", "4", "--rounds", "1", "--extractors",

@@ -16,6 +16,7 @@ from hitgan.training.config import build_config
 from hitgan.training.loop import Trainer
 
 
+@pytest.mark.slow
 def test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "precision.json"
     runs = precision.main(["--modes", "fp32,bf16", "--steps", "2", "--batch", "4",
@@ -51,6 +52,7 @@ def test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert all(0.99 < c["min"] <= c["mean"] <= 1 for c in vs["grad_cosine"].values())
 
 
+@pytest.mark.slow
 def test_check_leaves_the_trajectory_alone() -> None:
     """The fp32 run with a check at every step is bit for bit the unchecked run, and the
     check's fp32 replay is exactly what train_step logged."""

@@ -44,6 +44,7 @@ def test_baseline_shapes(resolution):
     assert DCGANDiscriminator(cfg)(images).shape == (2, 1)
 
 
+@pytest.mark.slow
 def test_smoke(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()

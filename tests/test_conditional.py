@@ -344,6 +344,7 @@ def test_parse_classes():
     assert parse_classes(None, 0) is None
 
 
+@pytest.mark.slow
 def test_eval_per_class(run, tmp_path, capsys):
     data = run.cfg.data
     argv = ["eval", "--model", str(run.run_dir), "--reference", data, "-n", "6",
@@ -361,6 +362,7 @@ def test_eval_per_class(run, tmp_path, capsys):
     assert "needs the labels of the reference images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_conditional_script_as_documented(tmp_path):
     """docs/conditional.md's command, scripts/conditional.sh, at toy size."""
     env = {**os.environ, "MINUTES": "0.02", "PER_CLASS": "4", "RUN": str(tmp_path / "run"),

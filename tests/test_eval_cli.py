@@ -36,6 +36,7 @@ def test_stats_file(stats16, capsys):
     assert stats.meta["extraction"]["images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_eval_end_to_end_is_reproducible(model32, stats16, tmp_path, capsys):
     metrics = tmp_path / "metrics.jsonl"
     argv = ["eval", "--model", model32, "--reference", str(stats16), "-n", "24", "--batch", "8",
@@ -54,6 +55,7 @@ def test_eval_end_to_end_is_reproducible(model32, stats16, tmp_path, capsys):
     assert first["features_images_per_s"] > 0 and first["world_size"] == 1
 
 
+@pytest.mark.slow
 def test_eval_against_a_dataset_uses_the_cache(model32, stats16, tmp_path, capsys):
     argv = ["eval", "--model", model32, "--reference", "mnist", "--max-images", "16", "-n", "8",
             "--cache-dir", str(tmp_path / "cache"), "--metrics-file",

@@ -25,6 +25,7 @@ def model_dir(generator, tmp_path_factory):
     return str(save_pretrained(generator, tmp_path_factory.mktemp("export") / "model"))
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch(generator, model_dir, tmp_path, monkeypatch, capsys):
     """docs/serving.md's command, on the tiny preset."""
     pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
@@ -87,6 +88,7 @@ def test_video_file_out_takes_no_seeds(model_dir, tmp_path, capsys):
     assert err.startswith("hitgan: error: --out") and "without --seeds" in err
 
 
+@pytest.mark.slow
 def test_onnx_speed_bench_runs(capsys):
     """docs/serving.md's bench.onnx_speed command, on the tiny preset for one round."""
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -99,6 +101,7 @@ def test_onnx_speed_bench_runs(capsys):
     assert "| hit-tiny-32 | 3 |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_onnx_export_of_a_conditional_generator(tmp_path, capsys):
     """A class-conditional generator exports with a second input, labels (batch,) int64."""
     pytest.importorskip("onnxscript", reason="the onnx extra is not installed")

@@ -32,6 +32,7 @@ def features(extractors, digits) -> dict[str, torch.Tensor]:
     return {kind: ex(images) for kind, ex in extractors.items()}
 
 
+@pytest.mark.slow
 def test_fast_features_equal_the_reference(features):
     ref, fast = features["reference"], features["fast"]
     scale = ref.pow(2).mean().sqrt()
@@ -40,6 +41,7 @@ def test_fast_features_equal_the_reference(features):
     assert 0.1 < scale < 10 and fast.min() >= 0  # pool features after ReLU, of order 1
 
 
+@pytest.mark.slow
 def test_fid_of_two_sets_agrees_through_both(features):
     fids = {kind: fid_from_features(f[:8].double().numpy(), f[8:16].double().numpy())
             for kind, f in features.items()}

@@ -149,6 +149,7 @@ def inception_like(n: int, seed: int) -> np.ndarray:
     return np.abs(rng.normal(size=(n, 2048)) * 0.5 + rng.normal(size=(n, 1)))
 
 
+@pytest.mark.slow
 def test_fid_of_a_set_with_itself_is_zero_and_fid_is_symmetric():
     a = inception_like(300, 0)
     assert abs(fid_from_features(a, a)) < 1e-6  # rank-deficient: 300 images, 2048 dims

@@ -106,7 +106,7 @@ def _train_step_checks(preset_name: str, batch: int):
 
 @pytest.mark.parametrize(("name", "batch"), [
     ("hit-tiny-32", 4), ("hit-small-64", 2), ("hit-b-128", 2), ("hit-b-256", 1),
-    ("hit-b-1024", 1)])
+    pytest.param("hit-b-1024", 1, marks=pytest.mark.slow)])
 def test_every_preset_forward_backward(name, batch):
     _train_step_checks(name, batch)
 

@@ -20,6 +20,8 @@ from hitgan.training import checkpoint
 from hitgan.training.config import build_config
 from hitgan.training.loop import Trainer
 
+pytestmark = pytest.mark.slow  # torchrun launches processes that each start torch
+
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 README_COMMAND = ("torchrun --nproc_per_node=2 -m hitgan train --data mnist --preset hit-tiny-32 "
                   "--out runs/ddp --steps 3 --batch 8 --norm syncbatch --workers 0")

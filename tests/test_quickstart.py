@@ -6,6 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a whole script end to end
 ROOT = Path(__file__).resolve().parents[1]
 
 

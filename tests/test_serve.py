@@ -220,6 +220,7 @@ def browser(tmp_path):
     driver.quit()
 
 
+@pytest.mark.slow
 def test_page_in_headless_chromium(browser, model_dir, tmp_path):
     """`hitgan serve` on a free loopback port; the page renders the grid, the truncation slider
     changes the image (and the download's name), a click on the grid opens that seed, and a bad
@@ -305,6 +306,7 @@ def test_an_unconditional_generator_refuses_a_class(url):
     assert got == 400 and "this generator is unconditional" in json.loads(body)["error"]
 
 
+@pytest.mark.slow
 def test_class_picker_in_headless_chromium(browser, conditional, tmp_path):
     """A conditional model's page: the class picker lists the classes and every image request
     carries the picked class; an unconditional model's page hides it (the test above)."""

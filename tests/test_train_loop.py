@@ -136,6 +136,7 @@ def _wait_for_checkpoint(run, proc, after: int) -> int:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_kill_9_while_checkpointing_never_leaves_a_bad_checkpoint(tmp_path):
     """Checkpoints are written every step, so a kill at a random moment after one has
     completed often lands mid-write; the newest valid checkpoint must always load."""
@@ -156,6 +157,7 @@ def test_kill_9_while_checkpointing_never_leaves_a_bad_checkpoint(tmp_path):
         last = trainer.step
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
@@ -259,6 +261,7 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path, cond):
         torch.testing.assert_close(accum["grads"][k], g, rtol=1e-4, atol=1e-7, msg=k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_steps(tmp_path, precision):
     trainer = Trainer(_cfg(tmp_path, steps=2, precision=precision), progress=False)
@@ -267,6 +270,7 @@ def test_mixed_precision_steps(tmp_path, precision):
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
 
 
+@pytest.mark.slow
 def test_periodic_fid_keeps_the_best_checkpoint(tmp_path):
     from PIL import Image
 
