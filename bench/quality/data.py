@@ -39,6 +39,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from hitgan.runtime import wheel_file
+
 # scikit-image's bundled photographs (skimage/data), by kind; synthetic and binary images left out
 COLOUR_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
                  "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg")
@@ -97,12 +99,10 @@ SUITE: dict[str, BuiltinSet | DigitSet | CropSet] = {**BUILTIN, **SETS}  # every
 
 def skimage_photo(name: str) -> Image.Image:
     """One of scikit-image's bundled photographs, found without importing skimage."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the suite's photo sets need scikit-image: pip install scikit-image")
-    path = Path(spec.submodule_search_locations[0]) / "data" / name
+    path = wheel_file("skimage", "data", name)
+    if path is None:
+        raise SystemExit(f"the suite's photo sets need scikit-image's {name}: pip install "
+                         "--no-deps scikit-image")
     with Image.open(path) as img:
         return img.convert("RGB")
 

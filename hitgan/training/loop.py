@@ -80,7 +80,7 @@ class Trainer:
         labels = self.dataset.labels
         self.label_values = None if labels is None else torch.from_numpy(labels.values)
         # channels: as configured, else read off the data (build_config usually has)
-        channels = cfg.channels or (1 if self.dataset.is_greyscale(self.progress) else 3)
+        channels = cfg.channels or self.dataset.channels_found(self.progress)
         self.dataset.set_channels(channels)
         gen_cfg = dataclasses.replace(cfg.generator_config(), out_channels=channels)
         disc_cfg = dataclasses.replace(cfg.discriminator_config(), in_channels=channels)

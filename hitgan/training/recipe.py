@@ -36,7 +36,7 @@ def data_choices(source: str, resolution: int) -> list[Choice]:
     RGB, G spends capacity on three equal channels and its samples carry colour tints the data
     never had."""
     data = ImageDataset(source, Preprocess(resolution), progress=False)
-    if data.is_greyscale():
+    if data.channels_found() == 1:
         return [Choice("channels", 1, f"{data.name}: all {len(data):,} images are grey "
                        "(R = G = B): a one-channel G and D, grey samples", "data")]
     return [Choice("channels", 3, f"{data.name}: colour images: RGB", "data")]
