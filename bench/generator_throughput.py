@@ -76,9 +76,10 @@ def _bf16_call(model: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -
         return model(z)
 
 
-def _ours(model: HiTGenerator, z: torch.Tensor, compile_: bool, freezing: bool
+def _ours(model: HiTGenerator, z: torch.Tensor, compile_: bool, freezing: bool,
+          precisions: tuple[str, ...] = ("fp32", "bf16")
           ) -> dict[str, tuple[Callable[[], torch.Tensor], str]]:
-    """Our variants to time: impl name -> (forward, note)."""
+    """Our variants to time, in ``precisions``: impl name -> (forward, note)."""
     ours: dict[str, tuple[Callable[[], torch.Tensor], str]] = {
         "ours fp32": (lambda: model(z), "eager"),
         "ours bf16": (lambda: _bf16_call(model, z), "autocast bf16"),
@@ -95,7 +96,7 @@ def _ours(model: HiTGenerator, z: torch.Tensor, compile_: bool, freezing: bool
         how = "torch.compile" + (" (freezing)" if freezing else "")
         ours["ours compile fp32"] = (lambda: frozen(z), how)
         ours["ours compile bf16"] = (lambda: _bf16_call(frozen, z), how + " + autocast bf16")
-    return ours
+    return {k: v for k, v in ours.items() if k.split()[-1] in precisions}
 
 
 @dataclass
@@ -155,8 +156,9 @@ def bench_preset(name: str, batch: int, args: argparse.Namespace,
     z = torch.randn(batch, cfg.latent_dim, generator=torch.Generator().manual_seed(1)).to(dev)
     shapes = linear_shapes(model, z)
     ceilings = [linear_ceiling(name, batch, shapes, dtype, max(3, args.repeats), dev)
-                for dtype in (torch.float32, torch.bfloat16)]
-    ours = _ours(model, z, args.compile, args.freezing)
+                for dtype in (torch.float32, torch.bfloat16)
+                if ("bf16" if dtype == torch.bfloat16 else "fp32") in args.precisions]
+    ours = _ours(model, z, args.compile, args.freezing, args.precisions)
     notes = {k: note for k, (_, note) in ours.items()}
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in ours}
     peaks: dict[str, int | None] = {}
@@ -254,6 +256,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed forwards per round")
     p.add_argument("--rounds", type=int, default=3, help="alternating ours/official rounds")
     p.add_argument("--compile", action="store_true", help="add torch.compile rows")
+    p.add_argument("--precisions", default="fp32,bf16",
+                   help="our rows: fp32, bf16 or both (where bf16 is emulated, as on AVX2-only "
+                        "CPUs, its rows take minutes each)")
     p.add_argument("--freezing", action="store_true",
                    help="with --compile: inductor's weight freezing, on around each compiled call")
     add_machine_options(p)
@@ -265,6 +270,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--freezing needs --compile")
     check_machine_options(p, args, ("repeats", "rounds"))
     args.presets = parse_presets(p, args.presets)
+    args.precisions = tuple(args.precisions.split(","))
+    if not args.precisions or not set(args.precisions) <= {"fp32", "bf16"}:
+        p.error(f"--precisions {','.join(args.precisions)}: choose fp32, bf16 or fp32,bf16")
     try:
         args.batches = [int(b) for b in args.batches.split(",")]
     except ValueError as e:

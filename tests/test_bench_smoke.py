@@ -28,6 +28,15 @@ def test_smoke(tmp_path, capsys):
     assert "hit-tiny-32 batch 1: fp32 " in printed and "best ours bf16 row" in printed
 
 
+def test_fp32_only(capsys):
+    """--precisions fp32 (for CPUs that emulate bf16) times no bf16 row or ceiling."""
+    rows = bench.main(["--presets", "hit-tiny-32", "--batches", "1", "--repeats", "1",
+                       "--rounds", "1", "--matmul-size", "128", "--precisions", "fp32"])
+    assert [r.impl for r in rows] == ["ours fp32"]
+    printed = capsys.readouterr().out
+    assert "hit-tiny-32 batch 1: fp32 " in printed and "bf16" not in printed.split("ratios")[1]
+
+
 def test_linear_shapes_cover_every_linear_flop():
     """The shapes the ceiling times are all of the generator's Linear FLOPs."""
     import torch
@@ -53,6 +62,7 @@ def test_linear_shapes_cover_every_linear_flop():
     (["--presets", "hit-huge"], "unknown"),
     (["--batches", "0"], "must be >= 1"),
     (["--freezing"], "needs --compile"),
+    (["--precisions", "fp16"], "choose fp32, bf16"),
 ])
 def test_bad_options(capsys, argv, message):
     with pytest.raises(SystemExit):
