@@ -71,9 +71,9 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     monkeypatch.setattr(recipe, "fast_bf16", lambda device: (False, "CPU has no AMX"))
     report: list[str] = []
     cfg = build_config({"preset": "hit-tiny-32", "data": "mnist"}, report=report)
-    assert (cfg.precision, cfg.penalty_every, cfg.d_width, cfg.batch) == ("fp32", 16, 0.25, 16)
+    assert (cfg.precision, cfg.penalty_every, cfg.d_width, cfg.batch) == ("fp32", 16, 0.5, 16)
     assert (cfg.norm, cfg.output_init, cfg.ema_kimg, cfg.ema_rampup) == ("layer", "data", 5, 0.05)
-    assert cfg.generator_config().norm == "layer"
+    assert cfg.mode_seeking == 0.03 and cfg.generator_config().norm == "layer"
     options = [line.split("=")[0] for line in report]
     assert options == [f"auto: {c.option}" for c in recipe.auto_recipe(
         "hit-tiny-32", torch.device("cpu"))] + ["data: channels"]  # the digits are grey
@@ -90,6 +90,7 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     official = build_config({"data": "mnist"}, recipe="official")
     assert (official.penalty_every, official.penalty_cost, official.d_width) == (1, 10.0, 1.0)
     assert official.output_init == "official" and official.channels == 1  # read off the data
+    assert official.mode_seeking == 0
     assert build_config({"data": "mnist", "channels": 3}, report=(r := [])).channels == 3
     assert not any(line.startswith("data:") for line in r)  # a flag: nothing read
     assert build_config({"preset": "hit-b-128"}, recipe="auto", report=(r := [])).d_width == 1
@@ -98,14 +99,14 @@ def test_auto_recipe_for_small_presets(monkeypatch):
         build_config({}, recipe="fast")
 
 
-def test_auto_recipe_seeks_modes_in_conditional_runs():
-    """--cond adds mode seeking at 0.03 (docs/conditional.md); a flag or the official recipe
-    turns it off, and an odd micro-batch says how."""
+def test_auto_recipe_seeks_modes():
+    """The auto recipe adds mode seeking at 0.03, conditional or not (docs/training.md); a flag
+    or the official recipe turns it off, and an odd micro-batch says how."""
     report: list[str] = []
     cfg = build_config({"data": "mnist", "cond": True}, report=report)
     assert cfg.mode_seeking == 0.03 and cfg.micro_batch(1) == (16, 1)
     assert any(line.startswith("auto: mode_seeking=0.03: MSGAN") for line in report)
-    assert build_config({"data": "mnist"}).mode_seeking == 0
+    assert build_config({"data": "mnist"}).mode_seeking == 0.03
     assert build_config({"data": "mnist", "cond": True, "mode_seeking": 0}).mode_seeking == 0
     assert build_config({"data": "mnist", "cond": True}, recipe="official").mode_seeking == 0
     odd = build_config({"data": "mnist", "cond": True, "batch": 6})
@@ -120,3 +121,12 @@ def test_discriminator_width():
     assert TrainConfig(preset="hit-b-128").discriminator_config().channels is None
     with pytest.raises(ValueError, match="d_width=0"):
         TrainConfig(d_width=0)
+
+
+def test_minibatch_stddev_needs_whole_groups():
+    """D's minibatch standard deviation takes groups of 4: a micro-batch that is not a multiple
+    says so at start-up (not mid-run), and names the flag that turns it off."""
+    assert TrainConfig(preset="hit-tiny-32", d_mbstd=True, batch=12).micro_batch(1) == (12, 1)
+    assert TrainConfig(preset="hit-tiny-32", d_mbstd=True, batch=2).micro_batch(1) == (2, 1)
+    with pytest.raises(ValueError, match=r"batch_per_device \(6\) a multiple of 4.*--no-d-mbstd"):
+        TrainConfig(preset="hit-tiny-32", d_mbstd=True, batch=12).micro_batch(2)

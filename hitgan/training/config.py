@@ -278,6 +278,11 @@ class TrainConfig:
             raise ValueError(f"mode_seeking={self.mode_seeking} pairs the fakes of each micro-"
                              f"batch: make batch_per_device ({per_device}) even, or turn it off "
                              "with --mode-seeking 0")
+        group = self.discriminator_config().stddev_group
+        if self.d_mbstd and per_device > group and per_device % group:
+            raise ValueError(f"d_mbstd: D's minibatch standard deviation takes groups of {group} "
+                             f"fakes or reals: make batch_per_device ({per_device}) a multiple "
+                             f"of {group}, or turn it off with --no-d-mbstd")
         return per_device, self.batch // (per_device * world)
 
     def to_dict(self) -> dict[str, Any]:
@@ -335,15 +340,14 @@ def build_config(overrides: dict[str, Any], config_file: str | None = None,
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r}: choose one of {sorted(PRESETS)}")
     choices: list[Choice] = []
+    given = {**file_values, **overrides}
     if recipe == "auto" or (recipe is None and PRESETS[preset].generator.resolution
                             < AUTO_BELOW):
-        given = {**file_values, **overrides}
-        choices = auto_recipe(preset, local_device(), cond=bool(given.get("cond", False)))
+        choices = auto_recipe(preset, local_device())
         recipe_values = {c.option: c.value for c in choices}
         if "ema_decay" in given and "ema_kimg" not in given:  # an explicit decay wins
             recipe_values.pop("ema_kimg", None)
             recipe_values.pop("ema_rampup", None)
-    given = {**file_values, **overrides}
     if "channels" not in given:  # read off the data, whatever the recipe
         found = data_choices(given.get("data", TrainConfig.data),
                              PRESETS[preset].generator.resolution)
