@@ -309,8 +309,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
             if worker is not None:
                 worker.close()
     print(describe(info))
-    print(f"dense matmul {args.matmul_size}^2: fp32 {peaks['fp32']:.0f} GFLOP/s, "
-          f"bf16 {peaks['bf16']:.0f} GFLOP/s\n")
+    print(f"dense matmul {args.matmul_size}^2: " + ", ".join(
+        f"{k} {peaks[k]:.1f} GFLOP/s" for k in args.precisions) + "\n")
     print(format_table(rows, peaks))
     print("\nratios (images/s):")
     for line in ratios(rows):
