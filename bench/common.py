@@ -45,9 +45,12 @@ def matmul_peak(size: int, dtype: torch.dtype, device: str = "cpu",
     return statistics.median(rates)
 
 
-def matmul_peaks(size: int, device: str = "cpu") -> dict[str, float]:
-    return {"fp32": matmul_peak(size, torch.float32, device),
-            "bf16": matmul_peak(size, torch.bfloat16, device)}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # precision name -> dtype
+
+
+def matmul_peaks(size: int, device: str = "cpu", precisions: tuple[str, ...] = tuple(DTYPES)
+                 ) -> dict[str, float]:
+    return {p: matmul_peak(size, DTYPES[p], device) for p in precisions}
 
 
 def timed(fn: Callable[[], object], repeats: int, device: str = "cpu"

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import (
+    DTYPES,
     add_machine_options,
     check_machine_options,
     describe,
@@ -130,8 +131,8 @@ def linear_shapes(model: HiTGenerator, z: torch.Tensor) -> Counter[tuple[int, in
 
 
 def linear_ceiling(name: str, batch: int, shapes: Counter[tuple[int, int, int]],
-                   dtype: torch.dtype, repeats: int, device: str) -> Ceiling:
-    flops = seconds = 0.0
+                   precision: str, repeats: int, device: str) -> Ceiling:
+    flops, seconds, dtype = 0.0, 0.0, DTYPES[precision]
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for (rows, cin, cout), calls in shapes.items():
@@ -142,8 +143,7 @@ def linear_ceiling(name: str, batch: int, shapes: Counter[tuple[int, int, int]],
             t = statistics.median(wall for wall, _ in timed(call, repeats, device))
             flops += 2 * rows * cin * cout * calls
             seconds += t * calls
-    label = "bf16" if dtype == torch.bfloat16 else "fp32"
-    return Ceiling(name, batch, label, flops / 1e9, seconds, flops / seconds / 1e9)
+    return Ceiling(name, batch, precision, flops / 1e9, seconds, flops / seconds / 1e9)
 
 
 def bench_preset(name: str, batch: int, args: argparse.Namespace,
@@ -155,9 +155,8 @@ def bench_preset(name: str, batch: int, args: argparse.Namespace,
     model = HiTGenerator(cfg).eval().to(dev)
     z = torch.randn(batch, cfg.latent_dim, generator=torch.Generator().manual_seed(1)).to(dev)
     shapes = linear_shapes(model, z)
-    ceilings = [linear_ceiling(name, batch, shapes, dtype, max(3, args.repeats), dev)
-                for dtype in (torch.float32, torch.bfloat16)
-                if ("bf16" if dtype == torch.bfloat16 else "fp32") in args.precisions]
+    ceilings = [linear_ceiling(name, batch, shapes, precision, max(3, args.repeats), dev)
+                for precision in args.precisions]
     ours = _ours(model, z, args.compile, args.freezing, args.precisions)
     notes = {k: note for k, (_, note) in ours.items()}
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in ours}
@@ -271,7 +270,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check_machine_options(p, args, ("repeats", "rounds"))
     args.presets = parse_presets(p, args.presets)
     args.precisions = tuple(args.precisions.split(","))
-    if not args.precisions or not set(args.precisions) <= {"fp32", "bf16"}:
+    if not args.precisions or not set(args.precisions) <= set(DTYPES):
         p.error(f"--precisions {','.join(args.precisions)}: choose fp32, bf16 or fp32,bf16")
     try:
         args.batches = [int(b) for b in args.batches.split(",")]
@@ -286,7 +285,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     """Run the benchmark, print the table and ratios; returns the rows."""
     args = parse_args(argv)
     info = start_run(args.device, not args.no_malloc_cache)
-    peaks = matmul_peaks(args.matmul_size, args.device)
+    peaks = matmul_peaks(args.matmul_size, args.device, args.precisions)
     rows: list[Row] = []
     ceilings: list[Ceiling] = []
     with tempfile.TemporaryDirectory(prefix="hitgan-bench-") as tmp:
