@@ -161,6 +161,18 @@ def test_data_sets_build_small_and_reproducibly(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
                     reason="the photo sets read scikit-image's photographs")
+def test_documented_build_of_several_sets(tmp_path, monkeypatch, capsys):
+    """docs/training.md's command, each --only set built into data/suite (here 4 images)."""
+    monkeypatch.chdir(tmp_path)
+    data.main(["--only", "digits-60k", "--only", "photos-colour-32", "--only", "photos-grey-32",
+               "--limit", "4"])
+    built = sorted(p.name for p in (tmp_path / "data" / "suite").glob("*.zip"))
+    assert built == ["digits-60k.zip", "photos-colour-32.zip", "photos-grey-32.zip"]
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
+                    reason="the photo sets read scikit-image's photographs")
 def test_photo_sets_build_small(tmp_path):
     photos = data.build(data.SETS["photos-colour-64"], tmp_path, progress=False, limit=3)
     with zipfile.ZipFile(photos) as z:

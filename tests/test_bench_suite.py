@@ -7,6 +7,7 @@ import pytest
 from bench import __main__ as suite
 
 
+@pytest.mark.slow  # a minute: every part again, each of which has its own fast smoke test
 def test_suite_smoke_runs_every_part(tmp_path, capsys):
     out = tmp_path / "results.json"
     results = suite.main(["--smoke", "--json", str(out), "--plot-dir", str(tmp_path)])

@@ -29,6 +29,7 @@ def _gen(**changes):
     ({"layers": (1, 1)}, "layers", "one entry per stage"),
     ({"attention": "linear"}, "attention", "multi_query"),
     ({"norm": "group"}, "norm", "batch"),
+    ({"upsample": "nearest"}, "upsample", "bilinear"),
     ({"patch_sizes": (0, 4, None)}, "patch_sizes[0]", "positive"),
 ])
 def test_generator_config_errors(changes, field, hint):

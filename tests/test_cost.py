@@ -25,8 +25,9 @@ def test_analytic_flops_match_flop_counter(name):
     assert generator_flops(cfg) == _counted_flops(cfg)
 
 
-def test_analytic_flops_multi_head():
-    cfg = dataclasses.replace(PRESETS["hit-small-64"].generator, attention="multi_head")
+@pytest.mark.parametrize("changes", [{"attention": "multi_head"}, {"upsample": "bilinear"}])
+def test_analytic_flops_of_variants(changes):
+    cfg = dataclasses.replace(PRESETS["hit-small-64"].generator, **changes)
     assert generator_flops(cfg) == _counted_flops(cfg)
     assert generator_flops(cfg) > generator_flops(PRESETS["hit-small-64"].generator)
 

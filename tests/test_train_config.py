@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from hitgan.models.config import get_preset
 from hitgan.training.config import PRESET_DEFAULTS, RECIPES, TrainConfig, build_config
 
 
@@ -74,6 +75,7 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     assert (cfg.precision, cfg.penalty_every, cfg.d_width, cfg.batch) == ("fp32", 16, 0.5, 16)
     assert (cfg.norm, cfg.output_init, cfg.ema_kimg, cfg.ema_rampup) == ("layer", "data", 5, 0.05)
     assert cfg.mode_seeking == 0.03 and cfg.generator_config().norm == "layer"
+    assert cfg.generator_config().upsample == "bilinear"
     options = [line.split("=")[0] for line in report]
     assert options == [f"auto: {c.option}" for c in recipe.auto_recipe(
         "hit-tiny-32", torch.device("cpu"))] + ["data: channels"]  # the digits are grey
@@ -91,6 +93,7 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     assert (official.penalty_every, official.penalty_cost, official.d_width) == (1, 10.0, 1.0)
     assert official.output_init == "official" and official.channels == 1  # read off the data
     assert official.mode_seeking == 0
+    assert official.generator_config() == get_preset("hit-tiny-32").generator  # the official G
     assert build_config({"data": "mnist", "channels": 3}, report=(r := [])).channels == 3
     assert not any(line.startswith("data:") for line in r)  # a flag: nothing read
     assert build_config({"preset": "hit-b-128"}, recipe="auto", report=(r := [])).d_width == 1

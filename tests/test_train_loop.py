@@ -113,6 +113,19 @@ def test_resume_auto_skips_a_damaged_checkpoint(tmp_path, caplog):
         Trainer(_cfg(tmp_path, resume=str(newest)), progress=False)
 
 
+def test_resume_with_another_generator_names_the_flag(tmp_path):
+    """A run saved with pixel shuffle, resumed where the recipe now upsamples bilinearly: the
+    error names what differs and the flag that restores it; nothing is overwritten."""
+    cfg = _cfg(tmp_path, steps=2, checkpoint_every=2, bcr=False)
+    Trainer(cfg, progress=False).run()
+    saved = sorted(checkpoint.checkpoint_dir(cfg.out).iterdir())
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"upsample='pixel_shuffle' \(now 'bilinear'\); resume with "
+                             "--upsample pixel_shuffle"):
+        Trainer(_cfg(tmp_path, steps=4, upsample="bilinear", resume="auto"), progress=False)
+    assert sorted(checkpoint.checkpoint_dir(cfg.out).iterdir()) == saved
+
+
 KILL_SCRIPT = """
 import sys
 from hitgan.training.config import PENALTIES, TrainConfig

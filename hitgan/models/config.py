@@ -13,6 +13,7 @@ from typing import Any
 
 ATTENTION_TYPES = ("multi_query", "multi_head")
 NORM_TYPES = ("batch", "layer", "syncbatch")
+UPSAMPLE_TYPES = ("pixel_shuffle", "bilinear")
 
 
 def _fail(name: str, value: Any, fix: str) -> None:
@@ -37,6 +38,10 @@ class GeneratorConfig:
     patch_sizes: tuple[int | None, ...] = (4, 4, 8, 8, None)
     attention: str = "multi_query"  # "multi_query": one K/V head shared by all heads; "multi_head"
     norm: str = "batch"  # "batch" (official), "layer", or "syncbatch" for distributed training
+    # between stages: "pixel_shuffle" (official: depth_to_space, each of a token's 4 channel
+    # groups becomes one pixel of its 2x2 block, independent at init) or "bilinear" (every
+    # channel interpolated, then a Linear): neighbouring pixels start alike
+    upsample: str = "pixel_shuffle"
     out_channels: int = 3
     initial_size: int = 8  # z -> Linear -> initial_size x initial_size token grid
     latent_tokens: int = 16  # z -> Linear -> this many tokens, keys/values of cross-attention
@@ -68,13 +73,15 @@ class GeneratorConfig:
             if self.widths[i] % self.heads[i]:
                 _fail(f"heads[{i}]", self.heads[i],
                       f"must divide widths[{i}]={self.widths[i]}; pick a divisor of it")
-            if i < n - 1 and self.widths[i] % 4:
+            if i < n - 1 and self.upsample == "pixel_shuffle" and self.widths[i] % 4:
                 _fail(f"widths[{i}]", self.widths[i],
                       "must be a multiple of 4: pixel shuffle turns 4 channels into a 2x2 block")
         if self.attention not in ATTENTION_TYPES:
             _fail("attention", self.attention, f"use one of {ATTENTION_TYPES}")
         if self.norm not in NORM_TYPES:
             _fail("norm", self.norm, f"use one of {NORM_TYPES}")
+        if self.upsample not in UPSAMPLE_TYPES:
+            _fail("upsample", self.upsample, f"use one of {UPSAMPLE_TYPES}")
         expected = self.initial_size * 2 ** (n - 1)
         if self.resolution != expected:
             _fail("resolution", self.resolution,

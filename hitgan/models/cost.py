@@ -68,7 +68,7 @@ def stage_costs(cfg: GeneratorConfig) -> list[StageCost]:
             flops += 2 * n * c * cfg.out_channels
         params = sum(q.numel() for q in stage.parameters())
         if i > 0 and isinstance(model.upsamples[i - 1].proj, torch.nn.Linear):
-            flops += 2 * n * (cfg.widths[i - 1] // 4) * c
+            flops += 2 * n * model.upsamples[i - 1].proj.in_features * c
             params += sum(q.numel() for q in model.upsamples[i - 1].parameters())
         rows.append(StageCost(f"stage {i} ({s}x{s}{', MLP' if p is None else f', p{p}'})",
                               params, flops, n))

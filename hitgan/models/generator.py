@@ -31,6 +31,7 @@ from hitgan.models.attention import (
 from hitgan.models.config import GeneratorConfig
 from hitgan.models.layers import (
     BatchNormLast,
+    BilinearUpsample,
     Linear,
     MLPBlock,
     PixelShuffleUpsample,
@@ -55,7 +56,8 @@ class HiTStage(nn.Module):
                                          cfg.mlp_ratio)
         if self.patch is None:  # high resolution: no self-attention, MLPs only
             blocks = [MLPBlock(dim, cfg.norm, cfg.mlp_ratio) for _ in range(cfg.layers[i])]
-            self.to_rgb: SkipToRGB | None = SkipToRGB(dim, cfg.out_channels, cfg.norm)
+            self.to_rgb: SkipToRGB | None = SkipToRGB(dim, cfg.out_channels, cfg.norm,
+                                                      smooth=cfg.upsample == "bilinear")
         else:
             blocks = [MultiAxisBlock(dim, heads, cfg.norm, multi_query, cfg.mlp_ratio)
                       for _ in range(cfg.layers[i])]
@@ -89,9 +91,9 @@ class HiTGenerator(nn.Module):
         self.token_pos = PositionEmbedding(cfg.latent_tokens, w0)
         self.token_norm = make_norm(cfg.norm, w0)
         self.stages = nn.ModuleList(HiTStage(cfg, i) for i in range(len(cfg.widths)))
-        self.upsamples = nn.ModuleList(
-            PixelShuffleUpsample(cfg.widths[i], cfg.widths[i + 1])
-            for i in range(len(cfg.widths) - 1))
+        upsample = BilinearUpsample if cfg.upsample == "bilinear" else PixelShuffleUpsample
+        self.upsamples = nn.ModuleList(upsample(cfg.widths[i], cfg.widths[i + 1])
+                                       for i in range(len(cfg.widths) - 1))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """z (B, latent_dim) and, for a conditional generator, labels (B,) integer classes in

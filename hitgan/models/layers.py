@@ -151,14 +151,35 @@ def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
     return x[:, :, None, :, None, :].expand(b, h, 2, w, 2, c).reshape(b, 2 * h, 2 * w, c)
 
 
-class SkipToRGB(nn.Module):
-    """norm + Linear to image channels, added to the 2x nearest-upsampled previous image."""
+def upsample_bilinear2x(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (B, 2H, 2W, C), bilinear with half-pixel centres, edges replicated."""
+    y = F.interpolate(x.permute(0, 3, 1, 2), scale_factor=2, mode="bilinear",
+                      align_corners=False)  # (B, C, 2H, 2W), channels-last in memory as x
+    return y.permute(0, 2, 3, 1)
 
-    def __init__(self, dim: int, out_channels: int, norm: str):
+
+class BilinearUpsample(nn.Module):
+    """Doubles the grid by bilinear interpolation of every channel, then a Linear to out_dim.
+    Not official (see ``GeneratorConfig.upsample``): neighbouring pixels start alike."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(upsample_bilinear2x(x))  # (B, H, W, C) -> (B, 2H, 2W, out_dim)
+
+
+class SkipToRGB(nn.Module):
+    """norm + Linear to image channels, added to the 2x upsampled previous image (nearest, as
+    the official code; bilinear with ``smooth``)."""
+
+    def __init__(self, dim: int, out_channels: int, norm: str, smooth: bool = False):
         super().__init__()
         self.norm = make_norm(norm, dim)
         self.proj = Linear(dim, out_channels)
+        self.upsample = upsample_bilinear2x if smooth else upsample_nearest2x
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
         rgb = self.proj(self.norm(x))  # (B, H, W, C) -> (B, H, W, out)
-        return rgb if image is None else rgb + upsample_nearest2x(image)
+        return rgb if image is None else rgb + self.upsample(image)

@@ -165,6 +165,24 @@ def load_generator(path: str | os.PathLike[str], which: str = "G_ema") -> HiTGen
     return model
 
 
+def _check_same_generator(path: Path, saved: dict[str, Any], live: GeneratorConfig) -> None:
+    """A resumed run must build the generator that was saved: a recipe that changed since (or
+    another flag) names the fields and the flags that restore them."""
+    def weights(cfg: GeneratorConfig) -> dict[str, Any]:  # syncbatch: BatchNorm's weights
+        return {**cfg.to_dict(), "norm": cfg.norm.replace("syncbatch", "batch")}
+
+    differ = {k: v for k, v in weights(GeneratorConfig.from_dict(saved)).items()
+              if weights(live)[k] != v}
+    if differ:
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in differ.items()
+                         if k in ("norm", "upsample"))
+        if "out_channels" in differ:
+            flags = f"{flags} --channels {differ['out_channels']}".strip()
+        now = ", ".join(f"{k}={v!r} (now {live.to_dict()[k]!r})" for k, v in differ.items())
+        raise CheckpointError(f"{path}: made with a generator of {now}; resume with "
+                              f"{flags or 'the options it was made with'}")
+
+
 # ---- training state ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrainingState:
@@ -234,6 +252,7 @@ def load_training(path: Path, files: dict[str, bytes], live: TrainingState, cfg:
     if saved.get("cond", False) != cfg.cond:
         raise CheckpointError(f"{path}: made {'with' if saved.get('cond') else 'without'} "
                               "--cond; resume it the same way")
+    _check_same_generator(path, state["generator"], live.models["G"].config)
     for name, model in live.models.items():
         tensors, _ = weights_from_bytes(files[f"{name}.safetensors"], f"{path}/{name}")
         load_state_checked(model, tensors, f"{path}/{name}.safetensors")

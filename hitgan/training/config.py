@@ -19,6 +19,7 @@ from hitgan.distributed import local_device
 from hitgan.models.config import (
     NORM_TYPES,
     PRESETS,
+    UPSAMPLE_TYPES,
     DiscriminatorConfig,
     GeneratorConfig,
     get_preset,
@@ -72,6 +73,11 @@ class TrainConfig:
         None, "Replaces the preset's generator normalisation: 'syncbatch' shares BatchNorm "
         "statistics across torchrun processes, 'layer' is LayerNorm; unset keeps the preset's "
         "(official: batch).", choices=NORM_TYPES)
+    upsample: str | None = _option(
+        None, "Replaces the preset's upsampling between generator stages: 'bilinear' "
+        "interpolates every channel, then a Linear, so neighbouring pixels start alike; unset "
+        "keeps the preset's (official: pixel_shuffle, depth_to_space).",
+        choices=UPSAMPLE_TYPES)
     out: str = _option(
         "runs/hit-tiny-32", "Run directory for checkpoints, logs, samples and config.json; "
         "unset: runs/PRESET.")
@@ -257,7 +263,9 @@ class TrainConfig:
 
     def generator_config(self) -> GeneratorConfig:
         g = get_preset(self.preset).generator
-        return g if self.norm is None else dataclasses.replace(g, norm=self.norm)
+        if self.norm is not None:
+            g = dataclasses.replace(g, norm=self.norm)
+        return g if self.upsample is None else dataclasses.replace(g, upsample=self.upsample)
 
     def discriminator_config(self) -> DiscriminatorConfig:
         d = get_preset(self.preset).discriminator
