@@ -18,6 +18,7 @@ TF_PYTHON = Path(os.environ.get("HITGAN_TF_PYTHON", "tfenv/bin/python"))
 OFFICIAL = Path(os.environ.get("HITGAN_OFFICIAL_DIR", "official"))
 
 
+@pytest.mark.slow  # bf16 steps, emulated (slow) on CPUs without bf16 units
 def test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "train.json"
     rows = train_step.main(["--presets", "hit-tiny-32", "--batch", "2", "--repeats", "1",
