@@ -171,15 +171,15 @@ def _check_same_generator(path: Path, saved: dict[str, Any], live: GeneratorConf
     def weights(cfg: GeneratorConfig) -> dict[str, Any]:  # syncbatch: BatchNorm's weights
         return {**cfg.to_dict(), "norm": cfg.norm.replace("syncbatch", "batch")}
 
-    differ = {k: v for k, v in weights(GeneratorConfig.from_dict(saved)).items()
-              if weights(live)[k] != v}
+    now = weights(live)
+    differ = {k: v for k, v in weights(GeneratorConfig.from_dict(saved)).items() if now[k] != v}
     if differ:
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in differ.items()
                          if k in ("norm", "upsample"))
         if "out_channels" in differ:
             flags = f"{flags} --channels {differ['out_channels']}".strip()
-        now = ", ".join(f"{k}={v!r} (now {live.to_dict()[k]!r})" for k, v in differ.items())
-        raise CheckpointError(f"{path}: made with a generator of {now}; resume with "
+        fields = ", ".join(f"{k}={v!r} (now {now[k]!r})" for k, v in differ.items())
+        raise CheckpointError(f"{path}: made with a generator of {fields}; resume with "
                               f"{flags or 'the options it was made with'}")
 
 
