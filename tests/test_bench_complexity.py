@@ -107,17 +107,17 @@ def test_flops_per_pixel_grow_for_global_attention_only():
 @pytest.mark.slow
 def test_smoke(tmp_path, capsys):
     out, png = tmp_path / "complexity.json", tmp_path / "complexity.png"
-    argv = ["--resolutions", "32,64", "--repeats", "1", "--matmul-size", "256", "--json",
+    argv = ["--resolutions", "16,32", "--repeats", "1", "--matmul-size", "256", "--json",
             str(out)]
     rows = complexity.main(argv + (["--plot", str(png)] if HAS_MATPLOTLIB else []))
-    assert [(r.resolution, r.model) for r in rows] == [(32, HIT), (32, GLOBAL), (64, HIT),
-                                                      (64, GLOBAL)]
+    assert [(r.resolution, r.model) for r in rows] == [(16, HIT), (16, GLOBAL), (32, HIT),
+                                                      (32, GLOBAL)]
     assert all(r.seconds > 0 and r.samples == 1 and r.note == "" for r in rows)
-    assert rows[0].flops == generator_flops(family_config(32))
+    assert rows[0].flops == generator_flops(family_config(16))
     printed = capsys.readouterr().out
-    assert "| 64 | global attention |" in printed and "ns/pixel" in printed
+    assert "| 32 | global attention |" in printed and "ns/pixel" in printed
     saved = json.loads(out.read_text())
-    assert len(saved["rows"]) == 4 and set(saved["configs"]) == {"32", "64"}
+    assert len(saved["rows"]) == 4 and set(saved["configs"]) == {"16", "32"}
     assert set(saved["matmul_gflops"]) == {"fp32", "bf16"}
     if HAS_MATPLOTLIB:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

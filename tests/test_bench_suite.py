@@ -1,24 +1,45 @@
-"""`python -m bench --smoke` runs every part once on the tiny preset (no timing assertions)."""
+"""`python -m bench` runs every part and merges their JSON. Each part's own smoke test runs it for
+real (tests/test_bench_*.py); here every part is replaced by a stand-in that checks the suite's
+arguments with the part's real parser and writes a result, so the orchestration is tested fast."""
 
 import json
 
 import pytest
 
 from bench import __main__ as suite
+from bench import complexity, generator_throughput, precision, train_step
+
+PARSERS = {"inference": generator_throughput.parse_args, "train": train_step.parse_args,
+           "complexity": complexity.parse_args, "precision": precision.parse_args}
 
 
-@pytest.mark.slow  # a minute: every part again, each of which has its own fast smoke test
-def test_suite_smoke_runs_every_part(tmp_path, capsys):
+@pytest.mark.parametrize("smoke", [True, False])
+def test_suite_runs_every_part_and_merges_their_json(tmp_path, capsys, monkeypatch, smoke):
+    calls = []
+
+    def stand_in(part):
+        def main(argv):
+            args = PARSERS[part](argv)  # the part accepts what the suite passes
+            calls.append((part, args))
+            with open(args.json, "w") as f:
+                json.dump({"part": part, "machine": {"hitgan": "x"}}, f)
+        return main
+
+    monkeypatch.setattr(suite, "MAINS", {p: stand_in(p) for p in suite.PARTS})
     out = tmp_path / "results.json"
-    results = suite.main(["--smoke", "--json", str(out), "--plot-dir", str(tmp_path)])
+    results = suite.main(["--json", str(out), "--plot-dir", str(tmp_path)]
+                         + (["--smoke"] if smoke else []))
+    assert [part for part, _ in calls] == list(suite.PARTS)
     saved = json.loads(out.read_text())
-    assert set(saved["parts"]) == set(suite.PARTS) == set(results["parts"])
-    for part in suite.PARTS:
-        assert saved["parts"][part]["machine"]["hitgan"], part
-    assert saved["parts"]["inference"]["rows"][0]["images_per_s"] > 0
-    assert (tmp_path / "complexity.png").stat().st_size > 0
-    assert (tmp_path / "precision.png").stat().st_size > 0
+    assert saved == json.loads(json.dumps(results))
+    assert {p: r["part"] for p, r in saved["parts"].items()} == {p: p for p in suite.PARTS}
     assert not list(tmp_path.glob("results.*.json"))  # per-part files merged and removed
+    args = dict(calls)
+    assert args["complexity"].plot == str(tmp_path / "complexity.png")
+    assert args["precision"].plot == str(tmp_path / "precision.png")
+    tiny = ["hit-tiny-32"] if smoke else ["hit-tiny-32", "hit-small-64", "hit-b-128"]
+    assert [p for p in args["inference"].presets] == tiny
+    assert [p for p in args["train"].presets] == tiny
     printed = capsys.readouterr().out
     assert all(f"==== {part}" in printed for part in suite.PARTS)
 
