@@ -29,7 +29,12 @@ from hitgan.metrics.features import (
     quantize,
     resize_tf_bilinear,
 )
-from hitgan.metrics.fid import fid_from_features, frechet_distance, mean_cov
+from hitgan.metrics.fid import (
+    fid_from_features,
+    frechet_distance,
+    frechet_distance_to_features,
+    mean_cov,
+)
 from hitgan.metrics.kid import kernel_inception_distance
 from hitgan.metrics.pr import precision_recall
 from hitgan.metrics.stats import (
@@ -149,7 +154,6 @@ def inception_like(n: int, seed: int) -> np.ndarray:
     return np.abs(rng.normal(size=(n, 2048)) * 0.5 + rng.normal(size=(n, 1)))
 
 
-@pytest.mark.slow
 def test_fid_of_a_set_with_itself_is_zero_and_fid_is_symmetric():
     a = inception_like(300, 0)
     assert abs(fid_from_features(a, a)) < 1e-6  # rank-deficient: 300 images, 2048 dims
@@ -167,6 +171,25 @@ def test_frechet_distance_matches_scipy():
     expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
     np.testing.assert_allclose(s1, np.cov(a, rowvar=False))
+
+
+@pytest.mark.parametrize("n", [2, 40, 63, 64, 65, 200])
+def test_distance_to_few_features_equals_the_full_computation(n):
+    """The n x n path (n <= D) and the D x D one give one number, with D = 64 here."""
+    rng = np.random.default_rng(n)
+    ref = np.abs(rng.normal(size=(300, 64)) @ rng.normal(size=(64, 64)))
+    fake = np.abs(rng.normal(size=(n, 64)) @ rng.normal(size=(64, 64)) * 0.8 + 0.3)
+    mu, sigma = mean_cov(ref)
+    full = frechet_distance(mu, sigma, *mean_cov(fake))  # its D x D roots err about 1e-8
+    assert frechet_distance_to_features(mu, sigma, fake) == pytest.approx(full, rel=1e-7)
+    assert fid_from_features(ref, fake) == pytest.approx(full, rel=1e-7)
+    assert fid_from_features(fake, ref) == pytest.approx(full, rel=1e-7)
+    if n == 2:  # S2 = v v^T has rank one: tr (S1^½ S2 S1^½)^½ = sqrt(v^T S1 v) exactly
+        v, diff = (fake[0] - fake[1]) / np.sqrt(2), mu - fake.mean(0)
+        exact = diff @ diff + np.trace(sigma) + v @ v - 2 * np.sqrt(v @ sigma @ v)
+        assert frechet_distance_to_features(mu, sigma, fake) == pytest.approx(exact, rel=1e-8)
+    with pytest.raises(ValueError, match="differ in size"):
+        frechet_distance_to_features(mu[:8], sigma, fake)
 
 
 def test_frechet_distance_of_known_gaussians():

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from hitgan.data.dataset import ImageDataset, Preprocess
 from hitgan.distributed import rank_and_world
 from hitgan.metrics.features import InceptionExtractor, quantize
-from hitgan.metrics.fid import frechet_distance, mean_cov
+from hitgan.metrics.fid import fid_from_features, frechet_distance_to_features
 from hitgan.metrics.kid import kernel_inception_distance
 from hitgan.metrics.pr import precision_recall
 from hitgan.metrics.prefetch import prefetch
@@ -65,7 +65,7 @@ class Metric:
 
 def _fid(ref: FeatureStats, fake: np.ndarray, seed: int, device: torch.device
          ) -> dict[str, float]:
-    return {"": frechet_distance(ref.mu, ref.sigma, *mean_cov(fake))}
+    return {"": frechet_distance_to_features(ref.mu, ref.sigma, fake)}
 
 
 def _kid(ref: FeatureStats, fake: np.ndarray, seed: int, device: torch.device
@@ -208,8 +208,8 @@ def evaluate(generator: HiTGenerator, reference: FeatureStats,
                 fake_labels = np.arange(num_samples) % k
                 for c in range(k):
                     ref = reference.features[class_labels == c]
-                    results[f"{name}_class{c}"] = frechet_distance(
-                        *mean_cov(ref), *mean_cov(fake[fake_labels == c]))
+                    results[f"{name}_class{c}"] = fid_from_features(
+                        ref, fake[fake_labels == c])
     if world > 1:
         box = [results]
         dist.broadcast_object_list(box, src=0)

@@ -9,6 +9,12 @@ largest squared) would add about 1e-8 of it each after the square root, thousand
 the rank-deficient covariances of a few hundred images; the singular values of the unsquared
 product do not. scipy's general ``sqrtm(S1 @ S2)`` (StyleGAN, pytorch-fid) agrees on
 well-conditioned inputs (tests).
+
+Against n <= D samples (an evaluation of 1,000 or 2,000 images in Inception's 2,048 dimensions)
+``frechet_distance_to_features`` takes the trace in the samples' space instead: with X the
+centred features over sqrt(n - 1), S2 = X^T X, and the nonzero eigenvalues of P equal those of
+the n x n matrix X S1 X^T. One n x n ``eigh`` replaces two D x D ones and an SVD; the result is
+the same (tests), in a fraction of the time.
 """
 
 from __future__ import annotations
@@ -18,10 +24,8 @@ import numpy as np
 
 def mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) -> mean (D,) and unbiased covariance (D, D) in float64, as ``np.cov``."""
-    if features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"features of shape {features.shape}: need (N, D) with N >= 2 images")
-    x = features.astype(np.float64)
-    return x.mean(axis=0), np.cov(x, rowvar=False)
+    mu, x = _centred(features)
+    return mu, x.T @ x
 
 
 def sqrtm_psd(a: np.ndarray) -> np.ndarray:
@@ -44,6 +48,39 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
 
 
+def frechet_distance_to_features(mu1: np.ndarray, sigma1: np.ndarray, features: np.ndarray
+                                 ) -> float:
+    """Fréchet distance of N(mu1, sigma1) and the Gaussian fitted to ``features`` (n, D), as
+    ``frechet_distance(mu1, sigma1, *mean_cov(features))``; through an n x n eigenproblem when
+    n <= D."""
+    n, d = features.shape
+    if n > d:
+        return frechet_distance(mu1, sigma1, *mean_cov(features))
+    mu2, x = _centred(features)  # S2 = x^T x
+    if mu1.shape != mu2.shape or sigma1.shape != (d, d):
+        raise ValueError(f"statistics differ in size: mu {mu1.shape} vs {mu2.shape}, sigma "
+                         f"{sigma1.shape} vs features of {d} dimensions; were they made by one "
+                         "extractor?")
+    sigma1 = sigma1.astype(np.float64)
+    gram = x @ sigma1 @ x.T  # (n, n), the nonzero spectrum of S1^½ S2 S1^½
+    vals = np.linalg.eigvalsh((gram + gram.T) / 2)
+    trace_sqrt = np.sqrt(np.clip(vals, 0, None)).sum()
+    diff = mu1.astype(np.float64) - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.einsum("ij,ij->", x, x) - 2 * trace_sqrt)
+
+
+def _centred(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, D) -> mean (D,) and the centred rows over sqrt(n - 1), in float64: X^T X is the
+    unbiased covariance."""
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"features of shape {features.shape}: need (N, D) with N >= 2 images")
+    x = features.astype(np.float64)
+    mu = x.mean(axis=0)
+    return mu, (x - mu) / np.sqrt(x.shape[0] - 1)
+
+
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
     """FID of two (N, D) feature arrays."""
-    return frechet_distance(*mean_cov(a), *mean_cov(b))
+    if len(b) > len(a):  # the smaller set's side of the eigenproblem
+        a, b = b, a
+    return frechet_distance_to_features(*mean_cov(a), b)
