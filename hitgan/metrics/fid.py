@@ -14,7 +14,9 @@ Against n <= D samples (an evaluation of 1,000 or 2,000 images in Inception's 2,
 ``frechet_distance_to_features`` takes the trace in the samples' space instead: with X the
 centred features over sqrt(n - 1), S2 = X^T X, and the nonzero eigenvalues of P equal those of
 the n x n matrix X S1 X^T. One n x n ``eigh`` replaces two D x D ones and an SVD; the result is
-the same (tests), in a fraction of the time.
+the same (tests), in a fraction of the time. That eigenproblem squares the spectrum again (an
+error near 1e-9 of the traces, about 1e-6 of an FID); from two sets of at most D features each,
+``fid_from_features`` takes the singular values of Xa Xb^T instead, unsquared.
 """
 
 from __future__ import annotations
@@ -80,7 +82,17 @@ def _centred(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
-    """FID of two (N, D) feature arrays."""
+    """FID of two (N, D) feature arrays. With both N <= D the trace is the nuclear norm of
+    Xa Xb^T (na x nb), whose singular values are the square roots sought, unsquared."""
     if len(b) > len(a):  # the smaller set's side of the eigenproblem
         a, b = b, a
-    return frechet_distance_to_features(*mean_cov(a), b)
+    if len(a) > a.shape[1]:
+        return frechet_distance_to_features(*mean_cov(a), b)
+    (mu1, x1), (mu2, x2) = _centred(a), _centred(b)
+    if x1.shape[1] != x2.shape[1]:
+        raise ValueError(f"features of {x1.shape[1]} and {x2.shape[1]} dimensions; were they "
+                         "made by one extractor?")
+    trace_sqrt = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.einsum("ij,ij->", x1, x1) + np.einsum("ij,ij->", x2, x2)
+                 - 2 * trace_sqrt)
