@@ -46,8 +46,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
     sigma1, sigma2 = sigma1.astype(np.float64), sigma2.astype(np.float64)
     product = sqrtm_psd(sigma2) @ sqrtm_psd(sigma1)
     trace_sqrt = np.linalg.svd(product, compute_uv=False).sum()  # tr (S1^½ S2 S1^½)^½
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+    return _distance(mu1, mu2, np.trace(sigma1), np.trace(sigma2), trace_sqrt)
 
 
 def frechet_distance_to_features(mu1: np.ndarray, sigma1: np.ndarray, features: np.ndarray
@@ -67,8 +66,8 @@ def frechet_distance_to_features(mu1: np.ndarray, sigma1: np.ndarray, features: 
     gram = x @ sigma1 @ x.T  # (n, n), the nonzero spectrum of S1^½ S2 S1^½
     vals = np.linalg.eigvalsh((gram + gram.T) / 2)
     trace_sqrt = np.sqrt(np.clip(vals, 0, None)).sum()
-    diff = mu1.astype(np.float64) - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.einsum("ij,ij->", x, x) - 2 * trace_sqrt)
+    return _distance(mu1.astype(np.float64), mu2, np.trace(sigma1), np.einsum("ij,ij->", x, x),
+                     trace_sqrt)
 
 
 def _centred(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +92,12 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"features of {x1.shape[1]} and {x2.shape[1]} dimensions; were they "
                          "made by one extractor?")
     trace_sqrt = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum()
+    return _distance(mu1, mu2, np.einsum("ij,ij->", x1, x1), np.einsum("ij,ij->", x2, x2),
+                     trace_sqrt)
+
+
+def _distance(mu1: np.ndarray, mu2: np.ndarray, trace1: float, trace2: float,
+              trace_sqrt: float) -> float:
+    """|mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr (S1^½ S2 S1^½)^½, from its parts."""
     diff = mu1 - mu2
-    return float(diff @ diff + np.einsum("ij,ij->", x1, x1) + np.einsum("ij,ij->", x2, x2)
-                 - 2 * trace_sqrt)
+    return float(diff @ diff + trace1 + trace2 - 2 * trace_sqrt)
