@@ -25,11 +25,15 @@ def test_analytic_flops_match_flop_counter(name):
     assert generator_flops(cfg) == _counted_flops(cfg)
 
 
-@pytest.mark.parametrize("changes", [{"attention": "multi_head"}, {"upsample": "bilinear"}])
-def test_analytic_flops_of_variants(changes):
+@pytest.mark.parametrize("changes, costlier", [({"attention": "multi_head"}, True),
+                                              ({"upsample": "bilinear"}, False)])
+def test_analytic_flops_of_variants(changes, costlier):
+    """Multi-head K/V costs more than the official multi-query; the bilinear upsampling's
+    Linear runs at the low resolution: as many multiply-adds as the pixel shuffle's after it."""
     cfg = dataclasses.replace(PRESETS["hit-small-64"].generator, **changes)
     assert generator_flops(cfg) == _counted_flops(cfg)
-    assert generator_flops(cfg) > generator_flops(PRESETS["hit-small-64"].generator)
+    official = generator_flops(PRESETS["hit-small-64"].generator)
+    assert generator_flops(cfg) > official if costlier else generator_flops(cfg) == official
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -17,6 +17,7 @@ import torch
 from hitgan.models.config import GeneratorConfig, get_preset
 from hitgan.models.discriminator import StyleGANDiscriminator
 from hitgan.models.generator import HiTGenerator
+from hitgan.models.layers import BilinearUpsample
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,11 @@ def stage_costs(cfg: GeneratorConfig) -> list[StageCost]:
         if stage.to_rgb is not None:
             flops += 2 * n * c * cfg.out_channels
         params = sum(q.numel() for q in stage.parameters())
-        if i > 0 and isinstance(model.upsamples[i - 1].proj, torch.nn.Linear):
-            flops += 2 * n * model.upsamples[i - 1].proj.in_features * c
-            params += sum(q.numel() for q in model.upsamples[i - 1].parameters())
+        up = model.upsamples[i - 1] if i > 0 else None
+        if up is not None and isinstance(up.proj, torch.nn.Linear):
+            at = n // 4 if isinstance(up, BilinearUpsample) else n  # its Linear precedes the 2x
+            flops += 2 * at * up.proj.in_features * c
+            params += sum(q.numel() for q in up.parameters())
         rows.append(StageCost(f"stage {i} ({s}x{s}{', MLP' if p is None else f', p{p}'})",
                               params, flops, n))
     return rows

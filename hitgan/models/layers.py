@@ -160,14 +160,16 @@ def upsample_bilinear2x(x: torch.Tensor) -> torch.Tensor:
 
 class BilinearUpsample(nn.Module):
     """Doubles the grid by bilinear interpolation of every channel, then a Linear to out_dim.
-    Not official (see ``GeneratorConfig.upsample``): neighbouring pixels start alike."""
+    Not official (see ``GeneratorConfig.upsample``): neighbouring pixels start alike. The Linear
+    runs first, at the low resolution: interpolation weights sum to 1, so it commutes with an
+    affine map, and this order costs a quarter of the multiply-adds."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.proj = Linear(in_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(upsample_bilinear2x(x))  # (B, H, W, C) -> (B, 2H, 2W, out_dim)
+        return upsample_bilinear2x(self.proj(x))  # (B, H, W, C) -> (B, 2H, 2W, out_dim)
 
 
 class SkipToRGB(nn.Module):
