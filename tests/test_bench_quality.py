@@ -179,3 +179,28 @@ def test_photo_sets_build_small(tmp_path):
         assert len(z.namelist()) == 3
         img = np.asarray(Image.open(z.open(z.namelist()[0])))
     assert img.shape == (64, 64, 3) and (img[..., 0] != img[..., 2]).any()  # colour
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
+                    reason="the photo sets read scikit-image's photographs")
+def test_documented_64px_commands(tmp_path, monkeypatch):
+    """docs/training.md's 64 px commands as written, at toy size: the set (8 images), its
+    reference statistics, hit-small-64 and then the baseline at 64 px."""
+    from hitgan.cli import main as hitgan
+
+    monkeypatch.chdir(tmp_path)
+    data.main(["--only", "photos-colour-64", "--limit", "8"])
+    assert hitgan(["stats", "data/suite/photos-colour-64.zip", "--out", "ref64.npz",
+                   "--resolution", "64", "--max-images", "8"]) == 0
+    common = ["--data", "data/suite/photos-colour-64.zip", "--preset", "hit-small-64",
+              "--minutes", "0.01", "--clock", "cpu", "--threads", "1", "--points", "1",
+              "--fid-samples", "4", "--reference", "ref64.npz", "--seed", "0"]
+    (hit,) = compare.main([*common, "--no-baseline", "--out", "hit"])
+    (base,) = compare.main([*common, "--baseline-only", "--out", "base"])
+    assert (hit.name, base.name) == ("hitgan", compare.BASELINE)
+    assert hit.options["preset"] == "hit-small-64" and hit.options["upsample"] == "bilinear"
+    for run, out in ((hit, "hit"), (base, "base")):
+        assert run.steps >= 1 and run.points[-1]["samples"] == 4 and run.points[-1]["fid"] > 0
+        (grid,) = (tmp_path / out).glob(f"*-{'hitgan' if run is hit else 'baseline'}.png")
+        assert Image.open(grid).size == (8 * 66 - 2, 8 * 66 - 2)  # 8 x 8 tiles of 64 px
