@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_metrics import visible_generator
 
 from bench.common import ROOT
 from bench.quality import __main__ as suite
-from bench.quality import compare, data
+from bench.quality import compare, data, legible
 from bench.quality.baseline import BaselineConfig, DCGANDiscriminator, DCGANGenerator
+from hitgan.models.io import save_pretrained
 
 
 def test_parse_variant():
@@ -204,3 +206,30 @@ def test_documented_64px_commands(tmp_path, monkeypatch):
         assert run.steps >= 1 and run.points[-1]["samples"] == 4 and run.points[-1]["fid"] > 0
         (grid,) = (tmp_path / out).glob(f"*-{'hitgan' if run is hit else 'baseline'}.png")
         assert Image.open(grid).size == (8 * 66 - 2, 8 * 66 - 2)  # 8 x 8 tiles of 64 px
+
+
+def test_legible_fraction_and_class_shares_by_hand():
+    conf = torch.tensor([0.95, 0.5, 0.99, 0.91])
+    classes = torch.tensor([1, 2, 1, 3])
+    summary = legible.legible_summary(conf, classes, 0.9, 4)
+    assert summary["legible"] == 0.75  # 0.5 is below the threshold
+    assert summary["class_shares"] == pytest.approx([0, 2 / 3, 0, 1 / 3])
+    assert legible.legible_summary(conf, classes, 0.999, 4) == {"legible": 0.0,
+                                                                "class_shares": [0.0] * 4}
+
+
+def test_legible_scores_an_unconditional_run_and_refuses_a_conditional_one(tmp_path, capsys):
+    model = str(save_pretrained(visible_generator(), tmp_path / "g"))
+    argv = ["--run", model, "--samples", "8", "--epochs", "1", "--max-images", "200",
+            "--json", str(tmp_path / "legible.json")]
+    result = legible.main(argv)
+    assert result["samples"] == 8 and result["classifier"]["test_images"] == 40
+    for part in ("generated", "real_test"):
+        assert 0 <= result[part]["legible"] <= 1 and len(result[part]["class_shares"]) == 10
+    saved = json.loads((tmp_path / "legible.json").read_text())
+    assert saved["generated"] == result["generated"]
+    assert legible.main(argv)["generated"] == result["generated"]  # deterministic
+    assert "legible (one class at probability >= 0.9): generated" in capsys.readouterr().out
+    conditional = str(save_pretrained(visible_generator(num_classes=10), tmp_path / "c"))
+    with pytest.raises(SystemExit, match="class-conditional"):
+        legible.main(["--run", conditional, "--samples", "2"])
