@@ -26,3 +26,9 @@ def test_quickstart_trains_samples_and_prints_fid(tmp_path):
     assert float(fid_line.split()[1]) > 0
     record = json.loads((tmp_path / "out" / "metrics.jsonl").read_text())
     assert record["num_samples"] == 8
+    # README's legibility check of the quickstart's run (a tiny classifier here)
+    from bench.quality import legible
+
+    result = legible.main(["--run", str(tmp_path / "run"), "--samples", "8", "--epochs", "1",
+                           "--max-images", "200"])
+    assert result["samples"] == 8 and 0 <= result["generated"]["legible"] <= 1
