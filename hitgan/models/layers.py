@@ -159,10 +159,10 @@ def upsample_bilinear2x(x: torch.Tensor) -> torch.Tensor:
 
 
 class BilinearUpsample(nn.Module):
-    """Doubles the grid by bilinear interpolation of every channel, then a Linear to out_dim.
-    Not official (see ``GeneratorConfig.upsample``): neighbouring pixels start alike. The Linear
-    runs first, at the low resolution: interpolation weights sum to 1, so it commutes with an
-    affine map, and this order costs a quarter of the multiply-adds."""
+    """A Linear to out_dim, then a doubling of the grid by bilinear interpolation of every
+    channel. Not official (see ``GeneratorConfig.upsample``): neighbouring pixels start alike.
+    Interpolation weights sum to 1, so it commutes with the affine map: the same function as
+    interpolating first, at a quarter of the multiply-adds."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
