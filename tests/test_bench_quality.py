@@ -233,3 +233,66 @@ def test_legible_scores_an_unconditional_run_and_refuses_a_conditional_one(tmp_p
     conditional = str(save_pretrained(visible_generator(num_classes=10), tmp_path / "c"))
     with pytest.raises(SystemExit, match="class-conditional"):
         legible.main(["--run", conditional, "--samples", "2"])
+
+
+def _suite_file(folder, seeds, minutes=20, commit="abc1234"):
+    """A suite.json as bench.quality writes it (digits, the given seeds) and its grids."""
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed, (fid_h, fid_b) in seeds.items():
+        entry = {"seed": seed, "ratio": fid_h / fid_b}
+        for kind, fid in (("hitgan", fid_h), ("baseline", fid_b)):
+            grid = f"suite-digits-seed{seed}-{kind}.png"
+            Image.new("L", (4, 4), seed).save(folder / grid)
+            entry[kind] = {"fid": fid, "precision": 0.5, "recall": 0.25, "samples": 16,
+                           "steps": 100 + seed, "images": 1600, "minutes": minutes,
+                           "grid": grid, "curve": [[minutes, fid]]}
+        runs.append(entry)
+    row = {"set": "digits", "kind": "grey", "images": 5000, "px": 32, "preset": "hit-tiny-32",
+           "minutes": minutes, "reference": {"file": "mnist.npz", "images": 16},
+           **suite.summarise(runs), "seeds": runs}
+    machine = {"hitgan": commit, "cpu": "Test CPU", "cpus": 2, "torch": "2", "torch_threads": 2,
+               "python": "3.11", "device": "cpu", "env": {}, "malloc_cache": True}
+    options = {"minutes": minutes, "minutes_64": 40, "seeds": list(seeds), "fid_samples": 16,
+               "reference_images": 16, "points": 1, "curve_samples": 16, "clock": "CPU time"}
+    path = folder / "suite.json"
+    path.write_text(json.dumps({"machine": machine, "options": options, "sets": [row],
+                                "geomean_ratio_32px": row["ratio"]}))
+    return path
+
+
+def test_merge_joins_suites_run_apart(tmp_path, capsys):
+    first = _suite_file(tmp_path / "a", {0: (10.0, 20.0)}, commit="aaaaaaa")
+    second = _suite_file(tmp_path / "b", {1: (30.0, 20.0)}, commit="bbbbbbb")
+    out = tmp_path / "out"
+    record = suite.main(["--merge", str(first), str(second), "--out", str(out)])
+    (row,) = record["sets"]
+    assert [s["seed"] for s in row["seeds"]] == [0, 1] and record["options"]["seeds"] == [0, 1]
+    assert row["hitgan"]["fid"] == 20.0 and row["ratio"] == 1.0  # the mean FIDs' ratio
+    assert record["geomean_ratio_32px"] == 1.0
+    table = (out / "suite.md").read_text()
+    assert "| 20.00 (10.00, 30.00) | 20.00 (20.00, 20.00) | 1.000 (0.500, 1.500) |" in table
+    assert "- digits seed 0: hitgan aaaaaaa" in table and "- digits seed 1: hitgan bbbbbbb" in table
+    for seed in (0, 1):  # each run's grid copied beside the merged table
+        assert Image.open(out / f"suite-digits-seed{seed}-hitgan.png").getpixel((0, 0)) == seed
+    assert json.loads((out / "suite.json").read_text()) == json.loads(json.dumps(record))
+    assert str(tmp_path) not in (out / "suite.json").read_text()
+    # a merged suite merges again, in place, keeping who ran what
+    third = _suite_file(tmp_path / "c", {2: (20.0, 20.0)}, commit="ccccccc")
+    again = suite.main(["--merge", str(out / "suite.json"), str(third), "--out", str(out)])
+    assert [m["hitgan"] for m in again["machine"]] == ["aaaaaaa", "bbbbbbb", "ccccccc"]
+    assert again["sets"][0]["hitgan"]["fid"] == 20.0 and len(again["sets"][0]["seeds"]) == 3
+    capsys.readouterr()
+
+
+def test_merge_refuses_what_does_not_belong_together(tmp_path, capsys):
+    first = _suite_file(tmp_path / "a", {0: (10.0, 20.0)})
+    for other, message in ((_suite_file(tmp_path / "b", {0: (30.0, 20.0)}),
+                            "set digits seed 0 is in an earlier file too"),
+                           (_suite_file(tmp_path / "c", {1: (30.0, 20.0)}, minutes=5),
+                            "option minutes = 5, but 20"),
+                           (tmp_path / "missing.json", "not a suite.json")):
+        with pytest.raises(SystemExit, match=message) as e:
+            suite.main(["--merge", str(first), str(other), "--out", str(tmp_path / "out")])
+        assert str(other) in str(e.value)
+    assert not (tmp_path / "out" / "suite.json").exists()

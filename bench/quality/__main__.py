@@ -2,6 +2,7 @@
 
     python -m bench.quality                          # 20 CPU-minutes per run, 40 at 64 px
     python -m bench.quality --sets digits,photos-colour-32 --minutes 5 --seeds 0,1
+    python -m bench.quality --merge seed0/suite.json seed1/suite.json --out docs/quality
 
 For each set (bench/quality/data.py, built into ``--data-dir`` when missing; ``digits`` is the
 built-in ``mnist``) and seed, hitgan (32 px: hit-tiny-32, 64 px: hit-small-64) and the baseline
@@ -16,6 +17,9 @@ each run's training steps; with several seeds the mean, then each seed's value i
 ratio is that of the mean FIDs). Then the geometric mean of the 32 px sets' ratios; a 64 px set
 has its row, outside that mean. Writes to ``--out``: suite.json, suite.md (the table),
 suite.png (FID per set) and each run's last 64 samples, suite-SET-seedS-{hitgan,baseline}.png.
+``--merge`` trains nothing: it joins suites run apart (other seeds or sets, on other days or
+machines, with the same options) into one, each set's seeds together, and says which code and
+machine ran which seeds.
 """
 
 from __future__ import annotations
@@ -185,6 +189,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="samples of the FID at the earlier snapshots")
     p.add_argument("--out", type=Path, default=Path("docs/quality"),
                    help="JSON, table, plot and sample grids go here")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="SUITE_JSON",
+                   help="train nothing: join these suite.json files (same options, other seeds "
+                        "or sets) into one suite in --out; the other options are not used")
     args = p.parse_args(argv)
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     if unknown := [s for s in args.sets if s not in data.SUITE]:
@@ -205,10 +212,96 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """Several suite.json files as one suite: each set's seeds together and summarised again,
+    the options they share, and each file's machine with the (set, seed) pairs it ran. Files
+    whose options (but the seeds) or whose sets' settings differ are refused."""
+    rows: dict[str, dict[str, Any]] = {}
+    options: dict[str, Any] | None = None
+    machines = []
+    for path in paths:
+        try:
+            record = json.loads(path.read_text())
+            theirs = {k: v for k, v in record["options"].items() if k != "seeds"}
+            sets = record["sets"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"--merge {path}: not a suite.json written by python -m "
+                             f"bench.quality ({e})") from e
+        if options is None:
+            options, first = theirs, path
+        for key in sorted(set(options) | set(theirs)):
+            if options.get(key) != theirs.get(key):
+                raise SystemExit(f"--merge {path}: option {key} = {theirs.get(key)!r}, but "
+                                 f"{options.get(key)!r} in {first}; merge only suites run with "
+                                 "the same options")
+        ran = []
+        for row in sets:
+            known = rows.setdefault(row["set"], {**row, "seeds": []})
+            for key in ("px", "preset", "minutes", "reference"):
+                if known[key] != row[key]:
+                    raise SystemExit(f"--merge {path}: set {row['set']} has {key} = "
+                                     f"{row[key]!r}, but {known[key]!r} in an earlier file")
+            for seed in row["seeds"]:
+                if any(s["seed"] == seed["seed"] for s in known["seeds"]):
+                    raise SystemExit(f"--merge {path}: set {row['set']} seed {seed['seed']} "
+                                     "is in an earlier file too")
+                known["seeds"].append({**seed, "dir": path.parent})
+                ran.append([row["set"], seed["seed"]])
+        if isinstance(record["machine"], list):  # a merged suite: its machines say what ran
+            machines += record["machine"]
+        else:
+            machines.append({**record["machine"], "ran": ran})
+    assert options is not None  # argparse asks for at least one file
+    merged = []
+    for row in rows.values():
+        row["seeds"].sort(key=lambda s: s["seed"])
+        merged.append({**row, **summarise(row["seeds"])})
+    return merged, {**options, "seeds": sorted({s["seed"] for r in merged for s in r["seeds"]})}, \
+        machines
+
+
+def write(rows: list[dict[str, Any]], options: dict[str, Any], machines: list[dict[str, Any]],
+          out: Path) -> dict[str, Any]:
+    """Print the table and geometric mean; write suite.md, suite.json and suite.png to ``out``,
+    with each run's sample grid (copied there from a seed's ``dir``, when it has one)."""
+    for row in rows:
+        for seed in row["seeds"]:
+            folder = seed.pop("dir", out)
+            for kind in RUNS:
+                if Path(folder).resolve() != out.resolve():
+                    shutil.copyfile(Path(folder) / seed[kind]["grid"], out / seed[kind]["grid"])
+    geomean = geomean_32px(rows)
+    if len(machines) == 1:
+        ran = describe(machines[0])
+    else:
+        ran = "\n".join(f"- {', '.join(f'{name} seed {seed}' for name, seed in m['ran'])}: "
+                        f"{describe(m)}" for m in machines)
+    seeds = ", ".join(map(str, options["seeds"]))
+    text = (f"{ran}\n\nEach run trains for 'min' minutes of its CPU time on one thread, hitgan "
+            f"and the baseline at the same time; FID, precision and recall of "
+            f"{options['fid_samples']} samples against 'reals' real images of the set (a fixed "
+            f"random subset); seeds {seeds}.\n\n{table(rows)}\n")
+    if geomean is not None:
+        sets = ", ".join(r["set"] for r in rows if r["px"] == 32)
+        text += f"\nGeometric mean of the hitgan / baseline FID ratios at 32 px ({sets}): " \
+                f"{geomean:.3f}\n"
+    print("\n" + text)
+    (out / "suite.md").write_text(text)
+    record = {"machine": machines[0] if len(machines) == 1 else machines,
+              "options": options, "sets": rows, "geomean_ratio_32px": geomean}
+    (out / "suite.json").write_text(json.dumps(record, indent=2) + "\n")
+    plot(rows, out / "suite.png")
+    print(f"wrote suite.json, suite.md, suite.png and the sample grids to {out}")
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    info = start_run()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        rows, options, machines = merge(args.merge)
+        return write(rows, options, machines, args.out)
+    info = start_run()
     extractor = InceptionExtractor()
     rows = []
     with tempfile.TemporaryDirectory(prefix="hitgan-suite-") as tmp:
@@ -229,28 +322,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "minutes": minutes,
                          "reference": {"file": ref.name, "images": ref_images},
                          **summarise(seeds), "seeds": seeds})
-    geomean = geomean_32px(rows)
-    text = (f"{describe(info)}\n\nEach run trains for 'min' minutes of its CPU time on one "
-            f"thread, hitgan and the baseline at the same time; FID, precision and recall of "
-            f"{args.fid_samples} samples against 'reals' real images of the set (a fixed random "
-            f"subset); seeds {', '.join(map(str, args.seeds))}.\n\n{table(rows)}\n")
-    if geomean is not None:
-        sets = ", ".join(r["set"] for r in rows if r["px"] == 32)
-        text += f"\nGeometric mean of the hitgan / baseline FID ratios at 32 px ({sets}): " \
-                f"{geomean:.3f}\n"
-    print("\n" + text)
-    (args.out / "suite.md").write_text(text)
-    record = {"machine": info,
-              "options": {"minutes": args.minutes, "minutes_64": args.minutes_64,
-                          "seeds": args.seeds, "fid_samples": args.fid_samples,
-                          "reference_images": args.reference_images, "points": args.points,
-                          "curve_samples": args.curve_samples,
-                          "clock": "CPU time, 1 thread per run, both runs at once"},
-              "sets": rows, "geomean_ratio_32px": geomean}
-    (args.out / "suite.json").write_text(json.dumps(record, indent=2) + "\n")
-    plot(rows, args.out / "suite.png")
-    print(f"wrote suite.json, suite.md, suite.png and the sample grids to {args.out}")
-    return record
+    options = {"minutes": args.minutes, "minutes_64": args.minutes_64, "seeds": args.seeds,
+               "fid_samples": args.fid_samples, "reference_images": args.reference_images,
+               "points": args.points, "curve_samples": args.curve_samples,
+               "clock": "CPU time, 1 thread per run, both runs at once"}
+    return write(rows, options, [info], args.out)
 
 
 if __name__ == "__main__":
