@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from hitgan.training.augment import cutout, diff_augment, draw_cutout, translation
+from hitgan.training.augment import (
+    AdaptiveProbability,
+    cutout,
+    diff_augment,
+    draw_cutout,
+    translation,
+)
 from hitgan.training.ema import EMA
 from hitgan.training.losses import (
     consistency_loss,
@@ -158,3 +164,24 @@ def test_ema_half_life_in_images():
     assert ema.decay_at(100) ** 5 == pytest.approx(0.5)
     plain = Trainer(TrainConfig(ema_decay=0.99, workers=0), progress=False).ema
     assert plain.decay_at(100) == 0.99
+
+
+def test_adaptive_probability_by_hand():
+    """ADA's rule: every 4 steps p moves by sign(r_t - target) x 16 x 4 / (0.64 x 1000) = 0.1,
+    within [0, 1]."""
+    ada = AdaptiveProbability(target=0.6, speed_kimg=0.64, batch=16)
+    history = []
+    for signs in ([1, 1, 0.5, 0.5], [1, 1, 1, 1], [0.6] * 4, [0, 0, 0, -1], [-1] * 4, [-1] * 4):
+        for s in signs:
+            ada.update(s)
+        history.append((round(ada.p, 6), round(ada.rt, 6)))
+    assert history == [(0.1, 0.75), (0.2, 1.0), (0.2, 0.6), (0.1, -0.25), (0.0, -1.0),
+                       (0.0, -1.0)]
+    ada.update(1.0)  # a step into the next interval: p waits for the other three
+    assert ada.p == 0.0 and ada.signs == [1.0]
+    for _ in range(60):
+        ada.update(1.0)
+    assert ada.p == 1.0  # at most 1
+    again = AdaptiveProbability(target=0.6, speed_kimg=0.64, batch=16)
+    again.load_state_dict(ada.state_dict())
+    assert again == ada

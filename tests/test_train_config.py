@@ -43,7 +43,8 @@ def test_precedence_file_then_flags(tmp_path):
     ({"preset": "hit-x"}, "preset='hit-x'"), ({"steps": 0}, "steps=0"),
     ({"loss": "wgan"}, "loss='wgan'"), ({"augment": "color,blur"}, "['blur']"),
     ({"precision": "fp8"}, "precision"), ({"ema_decay": 1.0}, "ema_decay"),
-    ({"lrg": 1}, "unknown training option")])
+    ({"lrg": 1}, "unknown training option"), ({"ada_target": 1.0}, "ada_target=1.0"),
+    ({"ada_target": 0.6, "diffaug": True}, "choose one"), ({"ada_kimg": 0}, "ada_kimg=0")])
 def test_errors_name_the_option(overrides, needle):
     with pytest.raises(ValueError, match=None) as info:
         build_config(overrides)

@@ -1,6 +1,7 @@
 """The trainer end to end on the tiny preset: bitwise resume, NaN guard, crash-safe checkpoints,
 signals, and 2-process gloo runs equal to 1-process runs."""
 
+import dataclasses
 import json
 import math
 import random
@@ -344,6 +345,51 @@ def test_small_budget_options_train(tmp_path):
     assert record["discriminator"]["channels"] == [32, 64, 128, 128]
     resumed = Trainer(_cfg(tmp_path, steps=4, d_width=0.5, resume="auto"), progress=False)
     assert resumed.step == 4
+
+
+def test_adaptive_augmentation_steers_p_by_ds_sign_on_reals(tmp_path):
+    """--ada-target: every 4 steps p moves by ADA's rule from the logged E[sign(D(reals))]
+    (here by 4 x 4 / 8 = 2, so to 0 or 1 at once); a resumed run goes on with p and the steps
+    of the unfinished interval."""
+    cfg = _cfg(tmp_path, steps=6, ada_target=0.5, ada_kimg=0.008, checkpoint_every=1000)
+    trainer = Trainer(cfg, progress=False)
+    trainer.run()
+    with open(f"{cfg.out}/log.jsonl") as f:
+        lines = [json.loads(x) for x in f]
+    assert [x["ada/p"] for x in lines[:4]] == [0.0] * 4
+    rt = sum(x["D/real_sign"] for x in lines[:4]) / 4
+    assert lines[3]["ada/rt"] == pytest.approx(rt)
+    assert [x["ada/p"] for x in lines[4:]] == [1.0 if rt > 0.5 else 0.0] * 2
+    assert len(trainer.ada.signs) == 2
+    resumed = Trainer(_cfg(tmp_path, steps=6, ada_target=0.5, ada_kimg=0.008, resume="auto"),
+                      progress=False)
+    assert resumed.step == 6 and resumed.ada == trainer.ada
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_adaptive_augmentation_augments_each_input_of_d_with_probability_p(tmp_path, p):
+    """D sees each real (and fake) as it is or as its DiffAugmented copy: none at p = 0, every
+    one at p = 1, some at p = 0.5; at p = 0 the step is the plain step's."""
+    trainer = Trainer(_cfg(tmp_path, batch=8, bcr=False, ada_target=0.6), progress=False)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, images, labels=None):
+            seen.append(images.detach().clone())
+            return trainer.D(images, labels)
+
+    reals = torch.rand(8, trainer.D.config.in_channels, 32, 32) * 2 - 1
+    x = phases.Inputs(reals, torch.randn(8, trainer.G.config.latent_dim), 0, seed=5, aug_p=p)
+    loss = dataclasses.replace(trainer.loss, D=Recorder())
+    out = loss(x, phases.Dreg(r1=True))
+    _, real_in = seen
+    same = [torch.equal(real_in[i], reals[i]) for i in range(8)]
+    assert {0.0: all(same), 1.0: not any(same), 0.5: 0 < sum(same) < 8}[p], same
+    assert -1 <= out["D/real_sign"] <= 1 and torch.isfinite(out["D/r1"])
+    if p == 0.0:
+        plain = dataclasses.replace(loss, cfg=dataclasses.replace(trainer.cfg, ada_target=None))
+        torch.testing.assert_close(plain(x, phases.Dreg(r1=True))["D/loss"], out["D/loss"],
+                                   rtol=0, atol=0)
 
 
 def test_output_init_from_the_data(tmp_path):

@@ -5,11 +5,14 @@ Each operation is a pair: ``draw_*`` takes its random parameters for the whole g
 the operation applies them to this process's rows. So a run gives the same augmentations whatever
 the number of processes, and parameters drawn elsewhere (by the official code, in
 tests/test_official_step.py) can be replayed.
+
+``AdaptiveProbability`` is StyleGAN2-ADA's controller of how often D's inputs are augmented.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -100,3 +103,38 @@ def diff_augment(x: torch.Tensor, policy: str, gen: torch.Generator, offset: int
     batch of ``total`` (default: just ``x``)."""
     params = draw(policy, gen, total or x.shape[0], (x.shape[2], x.shape[3]))
     return apply(x, policy, params, slice(offset, offset + x.shape[0]))
+
+
+@dataclass
+class AdaptiveProbability:
+    """StyleGAN2-ADA's adaptive augmentation probability p (Karras et al. 2020, section 3).
+
+    D overfits when it calls its training images real with growing certainty; ADA measures that
+    as r_t = E[sign(D(reals))] over ``interval`` steps and moves p by
+    sign(r_t - target) x batch x interval / (speed_kimg x 1000): p could go from 0 to 1 in
+    ``speed_kimg`` thousand images. p starts at 0, so a run whose D does not overfit is never
+    augmented."""
+    target: float  # ADA: 0.6
+    speed_kimg: float  # ADA: 500
+    batch: int
+    interval: int = 4  # steps between adjustments (ADA: 4)
+    p: float = 0.0
+    rt: float | None = None  # the last interval's r_t
+    signs: list[float] = field(default_factory=list)  # this interval's steps' E[sign(D(reals))]
+
+    def update(self, real_sign: float) -> None:
+        """Record one step's mean sign of D's logits on reals; adjust p every ``interval``."""
+        self.signs.append(real_sign)
+        if len(self.signs) < self.interval:
+            return
+        self.rt = sum(self.signs) / len(self.signs)
+        self.signs = []
+        direction = (self.rt > self.target) - (self.rt < self.target)
+        adjust = direction * self.batch * self.interval / (self.speed_kimg * 1000)
+        self.p = min(1.0, max(0.0, self.p + adjust))
+
+    def state_dict(self) -> dict[str, object]:
+        return {"p": self.p, "rt": self.rt, "signs": list(self.signs)}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.p, self.rt, self.signs = state["p"], state["rt"], list(state["signs"])

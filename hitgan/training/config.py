@@ -128,6 +128,15 @@ class TrainConfig:
     diffaug: bool = _option(
         False, "DiffAugment every input of D, reals and fakes, for small datasets; not official "
         "(off).")
+    ada_target: float | None = _option(
+        None, "Adaptive augmentation (StyleGAN2-ADA): each input of D, real or fake, is "
+        "DiffAugmented (--augment) with a probability p that starts at 0 and rises while "
+        "E[sign(D(reals))] over 4 steps, how surely D calls its training images real, is above "
+        "this target, and falls while below (ADA: 0.6); p is logged as ada/p. Unset: off (not "
+        "official).")
+    ada_kimg: float = _option(
+        100.0, "With --ada-target: thousands of images over which p could go from 0 to 1 (ADA: "
+        "500, for runs of millions of images).")
     ema_decay: float = _option(
         0.999, "Per-step decay of the EMA of G that samples and evaluations use, in [0, 1) "
         "(official: 0.999).")
@@ -240,6 +249,14 @@ class TrainConfig:
         if bad:
             raise ValueError(f"augment={self.augment!r}: unknown {bad}; use a comma list of "
                              f"{AUGMENTS}")
+        if self.ada_target is not None and not 0 < self.ada_target < 1:
+            raise ValueError(f"ada_target={self.ada_target}: must be in (0, 1) (ADA: 0.6), or "
+                             "left unset")
+        if self.ada_target is not None and self.diffaug:
+            raise ValueError("ada_target with diffaug: --diffaug augments every input of D, "
+                             "--ada-target as often as D needs; choose one")
+        if self.ada_kimg <= 0:
+            raise ValueError(f"ada_kimg={self.ada_kimg}: must be > 0")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay}: must be in [0, 1)")
         for name in ("ema_kimg", "ema_rampup"):

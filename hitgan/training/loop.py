@@ -42,6 +42,7 @@ from hitgan.distributed import DistInfo, init_distributed
 from hitgan.models.discriminator import StyleGANDiscriminator
 from hitgan.models.generator import HiTGenerator
 from hitgan.training import checkpoint
+from hitgan.training.augment import AdaptiveProbability
 from hitgan.training.config import TrainConfig
 from hitgan.training.distributed import (
     PeerLost,
@@ -108,6 +109,8 @@ class Trainer:
             k = labels.num_classes
             self.sample_z = self.sample_z[:SAMPLES_PER_CLASS].repeat(k, 1)
             self.sample_labels = torch.arange(k).repeat_interleave(SAMPLES_PER_CLASS)
+        self.ada = None if cfg.ada_target is None else AdaptiveProbability(
+            cfg.ada_target, cfg.ada_kimg, cfg.batch)
         self.step = self.nonfinite = self.skipped = 0
         self.best_fid, self.best_step = math.inf, None
         self.stop_requested = False
@@ -152,7 +155,9 @@ class Trainer:
         finite = True
         for a, batch in enumerate(micro_batches):
             offset = (a * info.world + info.rank) * self.micro
-            losses = loss(draws.inputs(batch, offset, self.micro, cfg.flip, info.device), dreg)
+            x = draws.inputs(batch, offset, self.micro, cfg.flip, info.device,
+                             self.ada.p if self.ada else 0.0)
+            losses = loss(x, dreg)
             finite &= bool(torch.isfinite(losses["G/loss"]) & torch.isfinite(losses["D/loss"]))
             self.scaler.scale(losses["G/loss"] / self.accum).backward(inputs=g_params,
                                                                        retain_graph=True)
@@ -194,6 +199,11 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
         self.ema.update(self.G, self.step)
+        if self.ada is not None:
+            stats["ada/p"] = self.ada.p  # this step's
+            self.ada.update(stats["D/real_sign"])
+            if self.ada.rt is not None:
+                stats["ada/rt"] = self.ada.rt
         return stats
 
     # ---- the run ----------------------------------------------------------------------
@@ -367,7 +377,9 @@ class Trainer:
         state = {"step": self.step, "images_seen": self.step * self.cfg.batch,
                  "skipped": self.skipped, "nonfinite": self.nonfinite,
                  "best_fid": None if math.isinf(self.best_fid) else self.best_fid,
-                 "best_step": self.best_step, **self._run_record()}
+                 "best_step": self.best_step,
+                 "ada": None if self.ada is None else self.ada.state_dict(),
+                 **self._run_record()}
         return checkpoint.save_training(self.run_dir, self._training_state(), state, self.info,
                                         self.cfg.keep_checkpoints, protect=self.best_step)
 
@@ -379,6 +391,8 @@ class Trainer:
         self.step, self.skipped = state["step"], state["skipped"]
         self.nonfinite, self.best_step = state["nonfinite"], state["best_step"]
         self.best_fid = math.inf if state["best_fid"] is None else state["best_fid"]
+        if self.ada is not None and state.get("ada"):  # else p starts again from 0
+            self.ada.load_state_dict(state["ada"])
         log.info("resumed from %s at step %d", found[0], self.step)
         return found[0]
 

@@ -12,6 +12,10 @@ a step runs on one forward of the fakes and the reals:
 - Dbcr (``bcr``): D's logits of DiffAugmented copies against those of the images, the copies
   carrying no gradient into G.
 
+What D sees of reals and fakes: the images, their DiffAugmented copies (``diffaug``), or with
+ADA (``ada_target``) each image's copy with probability ``Inputs.aug_p``; R1 is taken at what D
+saw. With ADA, Dmain also returns D/real_sign, E[sign(D(reals))], that steers p.
+
 Random draws: the step's latents, flips, augmentation seed and fake labels come from the
 trainer's generator for the whole global batch (``StepDraws``); within a micro-batch the k-th
 augmentation (or WGAN-GP mix) is seeded ``seed + k`` and drawn for the global batch, then sliced
@@ -71,6 +75,7 @@ class Inputs:
     seed: int  # augmentation k of this micro-batch is seeded seed + k
     real_labels: torch.Tensor | None = None  # (b,) in a conditional run
     fake_labels: torch.Tensor | None = None  # (b,)
+    aug_p: float = 0.0  # with ADA: each image D sees is augmented with this probability
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,9 @@ class StepDraws:
         return cls(z, flips, seed, fake_labels)
 
     def inputs(self, batch: MicroBatch, offset: int, micro: int, flip: bool,
-               device: torch.device) -> Inputs:
-        """The micro-batch at rows offset .. offset + micro of the global batch, on ``device``."""
+               device: torch.device, aug_p: float = 0.0) -> Inputs:
+        """The micro-batch at rows offset .. offset + micro of the global batch, on ``device``;
+        ``aug_p``: ADA's augmentation probability this step."""
         reals, real_labels = batch if isinstance(batch, list | tuple) else (batch, None)
         if (real_labels is None) != (self.fake_labels is None):
             raise ValueError("a conditional run needs [images, labels] micro-batches and "
@@ -115,7 +121,7 @@ class StepDraws:
                                 reals)
         reals = reals.contiguous(memory_format=torch.channels_last)
         return Inputs(reals, self.z[rows].to(device), offset, self.seed, real_labels,
-                      fake_labels)
+                      fake_labels, aug_p)
 
 
 @dataclass(frozen=True)
@@ -147,19 +153,31 @@ class GANLoss:
         def augment(images: torch.Tensor) -> torch.Tensor:
             return diff_augment(images, cfg.augment, draw(), x.offset, cfg.batch)
 
+        def seen_by_d(images: torch.Tensor) -> torch.Tensor:  # (b, C, R, R)
+            if cfg.diffaug:
+                return augment(images)
+            if x.aug_p > 0:  # ADA: each image's copy with probability aug_p (none drawn at 0)
+                rows = slice(x.offset, x.offset + images.shape[0])
+                pick = torch.rand(cfg.batch, generator=draw())[rows] < x.aug_p  # (b,)
+                return torch.where(pick.view(-1, 1, 1, 1).to(images.device), augment(images),
+                                   images)
+            return images
+
         # Gmain and Dmain: the fakes
         with self._autocast():
             fakes = self.G(x.z, x.fake_labels)  # (b, C, R, R)
-            fake_in = augment(fakes) if cfg.diffaug else fakes
+            fake_in = seen_by_d(fakes)
             fake_logits = self.D(fake_in, x.fake_labels)  # (b, 1)
             if dreg.r2:
                 r2 = r1_penalty(fake_logits, fake_in)
         # Dmain and Dreg's R1: the reals, in fp32 when R1 meets fp16 (R1 is not loss-scaled)
-        real_in = (augment(x.reals) if cfg.diffaug else x.reals).detach().requires_grad_(dreg.r1)
+        real_in = seen_by_d(x.reals).detach().requires_grad_(dreg.r1)
         with self._autocast(enabled=not (dreg.r1 and self.precision == "fp16")):
             real_logits = self.D(real_in, x.real_labels)  # (b, 1)
             out = {"G/loss": g_loss(fake_logits, cfg.loss, real_logits),
                    "D/loss_gan": d_loss(real_logits, fake_logits, cfg.loss)}
+            if cfg.ada_target is not None:  # what steers ADA's p
+                out["D/real_sign"] = real_logits.detach().float().sign().mean()
             if cfg.mode_seeking:  # Gmain
                 out["G/mode_seeking"] = mode_seeking_loss(fakes, x.z)
                 out["G/loss"] = out["G/loss"] + cfg.mode_seeking * out["G/mode_seeking"]
