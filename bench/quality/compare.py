@@ -138,6 +138,8 @@ def train_hitgan(name: str, overrides: dict[str, Any], args: argparse.Namespace,
     _progress(f"{name}: training for {args.minutes} min ({cfg.to_dict()})")
     steps, spent, snaps = train_for(name, trainer.train_step, cfg.batch, args.minutes * 60,
                                     marks, snapshot, args)
+    if trainer.ada is not None:  # where adaptive augmentation ended
+        _progress(f"{name}: ADA's p {trainer.ada.p:.3f}, last r_t {trainer.ada.rt}")
     run = Run(name, cfg.to_dict(), cfg.batch, steps, spent)
     return run, trainer, snaps
 
