@@ -108,7 +108,7 @@ def _timed_steps(name: str, step: Any, batch: int, budget_s: float, marks: list[
     report = time.perf_counter()
     while todo:
         t0 = now()
-        step()
+        stats = step()
         spent += now() - t0
         steps += 1
         while todo and spent >= todo[0]:
@@ -116,8 +116,10 @@ def _timed_steps(name: str, step: Any, batch: int, budget_s: float, marks: list[
             todo.pop(0)
         if time.perf_counter() - report > 60:
             report = time.perf_counter()
+            ada = f", ADA's p {stats['ada/p']:.3f}" if isinstance(stats, dict) and \
+                "ada/p" in stats else ""
             _progress(f"{name}: {spent / 60:.1f} of {budget_s / 60:.1f} min, step {steps}, "
-                      f"{steps * batch / spent:.1f} img/s")
+                      f"{steps * batch / spent:.1f} img/s{ada}")
     return steps, spent, snaps
 
 
