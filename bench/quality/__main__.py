@@ -245,6 +245,11 @@ def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any], list
                 if any(s["seed"] == seed["seed"] for s in known["seeds"]):
                     raise SystemExit(f"--merge {path}: set {row['set']} seed {seed['seed']} "
                                      "is in an earlier file too")
+                for kind in RUNS:
+                    if not (path.parent / seed[kind]["grid"]).is_file():
+                        raise SystemExit(f"--merge {path}: its sample grid {seed[kind]['grid']} "
+                                         "is not beside it; merge each suite.json where it was "
+                                         "written, with its grids")
                 known["seeds"].append({**seed, "dir": path.parent})
                 ran.append([row["set"], seed["seed"]])
         if isinstance(record["machine"], list):  # a merged suite: its machines say what ran
