@@ -111,6 +111,21 @@ def test_suite_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr()
     assert "[digits seed 0 hitgan]" in printed.err and "[digits seed 0 baseline]" in printed.err
     assert f"ratios at 32 px (digits): {row['ratio']:.3f}" in printed.out
+    # docs/training.md's --merge of two seeds' suites: here the same runs filed as seed 1 too
+    other = tmp_path / "seed1"
+    other.mkdir()
+    for kind in ("hitgan", "baseline"):
+        seed[kind]["grid"] = f"suite-digits-seed1-{kind}.png"
+        (other / seed[kind]["grid"]).write_bytes((out / f"suite-digits-seed0-{kind}.png")
+                                                 .read_bytes())
+    (other / "suite.json").write_text(json.dumps({**record, "sets": [
+        {**row, "seeds": [{**seed, "seed": 1}]}]}))
+    merged = suite.main(["--merge", str(out / "suite.json"), str(other / "suite.json"),
+                         "--out", str(tmp_path / "docs")])
+    (both,) = merged["sets"]
+    assert [s["seed"] for s in both["seeds"]] == [0, 1] and both["ratio"] == pytest.approx(
+        row["ratio"])
+    assert (tmp_path / "docs" / "suite-digits-seed1-hitgan.png").exists()
 
 
 def test_suite_means_ratios_and_geometric_mean_by_hand():
