@@ -5,6 +5,7 @@ built-in digits, and the suite's data sets built small."""
 
 import importlib.util
 import json
+import shlex
 import zipfile
 
 import numpy as np
@@ -156,6 +157,11 @@ def test_suite_options_are_checked(capsys):
         with pytest.raises(SystemExit):
             suite.parse_args(argv)
         assert message in capsys.readouterr().err
+    documented = suite.parse_args(shlex.split(  # docs/training.md's 64 px seed 1
+        "--sets photos-colour-64 --minutes-64 20 --seeds 1 --fid-samples 2000 "
+        "--reference-images 2000"))
+    assert (documented.sets, documented.minutes_64, documented.seeds) == (
+        ["photos-colour-64"], 20, [1])
     args = suite.parse_args(["--minutes", "5", "--minutes-64", "9"])
     assert args.sets == ["digits", "digits-60k", "photos-colour-32", "photos-colour-64"]
     assert (args.minutes, args.minutes_64, args.seeds) == (5, 9, [0])
