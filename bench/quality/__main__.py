@@ -271,10 +271,10 @@ def write(rows: list[dict[str, Any]], options: dict[str, Any], machines: list[di
     with each run's sample grid (copied there from a seed's ``dir``, when it has one)."""
     for row in rows:
         for seed in row["seeds"]:
-            folder = seed.pop("dir", out)
-            for kind in RUNS:
-                if Path(folder).resolve() != out.resolve():
-                    shutil.copyfile(Path(folder) / seed[kind]["grid"], out / seed[kind]["grid"])
+            folder = Path(seed.pop("dir", out))
+            if folder.resolve() != out.resolve():
+                for kind in RUNS:
+                    shutil.copyfile(folder / seed[kind]["grid"], out / seed[kind]["grid"])
     geomean = geomean_32px(rows)
     if len(machines) == 1:
         ran = describe(machines[0])
