@@ -104,7 +104,7 @@ def test_suite_end_to_end(tmp_path, capsys):
         assert Image.open(out / run["grid"]).size == (8 * 34 - 2, 8 * 34 - 2)
     assert row["ratio"] == pytest.approx(seed["hitgan"]["fid"] / seed["baseline"]["fid"])
     assert record["geomean_ratio_32px"] == pytest.approx(row["ratio"])
-    assert row["reference"]["images"] == 16
+    assert row["reference"]["images"] == 16 and row["reference"]["data"] == "mnist"
     assert (data_dir / row["reference"]["file"]).exists()  # cached beside the data
     table = (out / "suite.md").read_text()
     assert f"| {row['ratio']:.3f} |" in table and "hitgan P / R" in table
@@ -256,7 +256,7 @@ def test_legible_scores_an_unconditional_run_and_refuses_a_conditional_one(tmp_p
         legible.main(["--run", conditional, "--samples", "2"])
 
 
-def _suite_file(folder, seeds, minutes=20, commit="abc1234"):
+def _suite_file(folder, seeds, minutes=20, commit="abc1234", reference=None):
     """A suite.json as bench.quality writes it (digits, the given seeds) and its grids."""
     folder.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -270,7 +270,8 @@ def _suite_file(folder, seeds, minutes=20, commit="abc1234"):
                            "grid": grid, "curve": [[minutes, fid]]}
         runs.append(entry)
     row = {"set": "digits", "kind": "grey", "images": 5000, "px": 32, "preset": "hit-tiny-32",
-           "minutes": minutes, "reference": {"file": "mnist.npz", "images": 16},
+           "minutes": minutes,
+           "reference": reference or {"file": "mnist.npz", "images": 16, "data": "mnist"},
            **suite.summarise(runs), "seeds": runs}
     machine = {"hitgan": commit, "cpu": "Test CPU", "cpus": 2, "torch": "2", "torch_threads": 2,
                "python": "3.11", "device": "cpu", "env": {}, "malloc_cache": True}
@@ -284,7 +285,9 @@ def _suite_file(folder, seeds, minutes=20, commit="abc1234"):
 
 def test_merge_joins_suites_run_apart(tmp_path, capsys):
     first = _suite_file(tmp_path / "a", {0: (10.0, 20.0)}, commit="aaaaaaa")
-    second = _suite_file(tmp_path / "b", {1: (30.0, 20.0)}, commit="bbbbbbb")
+    # run elsewhere: its statistics file has another cached name, and it predates fingerprints
+    second = _suite_file(tmp_path / "b", {1: (30.0, 20.0)}, commit="bbbbbbb",
+                         reference={"file": "mnist-32px-0123.npz", "images": 16})
     out = tmp_path / "out"
     record = suite.main(["--merge", str(first), str(second), "--out", str(out)])
     (row,) = record["sets"]
@@ -312,6 +315,12 @@ def test_merge_refuses_what_does_not_belong_together(tmp_path, capsys):
                             "set digits seed 0 is in an earlier file too"),
                            (_suite_file(tmp_path / "c", {1: (30.0, 20.0)}, minutes=5),
                             "option minutes = 5, but 20"),
+                           (_suite_file(tmp_path / "e", {1: (30.0, 20.0)}, reference={
+                               "file": "mnist.npz", "images": 16, "data": "sha256:00"}),
+                            "set digits has reference"),
+                           (_suite_file(tmp_path / "f", {1: (30.0, 20.0)}, reference={
+                               "file": "mnist.npz", "images": 32}),
+                            "set digits has reference"),
                            (tmp_path / "missing.json", "not a suite.json"),
                            (_suite_file(tmp_path / "d", {2: (30.0, 20.0)}), "grid")):
         if other.parent.name == "d":  # its grids left behind
@@ -320,3 +329,17 @@ def test_merge_refuses_what_does_not_belong_together(tmp_path, capsys):
             suite.main(["--merge", str(first), str(other), "--out", str(tmp_path / "out")])
         assert str(other) in str(e.value)
     assert not (tmp_path / "out" / "suite.json").exists()
+
+
+def test_fingerprint_names_the_pixels_not_the_zip(tmp_path, monkeypatch):
+    """Two builds of a set written at other times (other zip bytes) have one fingerprint; other
+    images have another; a built-in set is its name."""
+    first = data.build(data.SETS["digits-60k"], tmp_path / "a", progress=False, limit=6)
+    monkeypatch.setattr(zipfile.time, "time", lambda: 86_400.0 * 365 * 20)  # written in 1990
+    second = data.build(data.SETS["digits-60k"], tmp_path / "b", progress=False, limit=6)
+    assert first.read_bytes() != second.read_bytes()
+    assert data.fingerprint(str(first)) == data.fingerprint(str(second))
+    assert data.fingerprint(str(first)).startswith("sha256:")
+    fewer = data.build(data.SETS["digits-60k"], tmp_path / "c", progress=False, limit=5)
+    assert data.fingerprint(str(fewer)) != data.fingerprint(str(first))
+    assert data.fingerprint("mnist") == "mnist"

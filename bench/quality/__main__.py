@@ -212,6 +212,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def comparable(key: str, value: Any, other: Any) -> Any:
+    """What must agree between two files' records of one set. A reference is its image count
+    and the set's fingerprint (where both files record one: older suites did not), not its
+    statistics file, whose cached name depends on where the set was built and when."""
+    if key != "reference":
+        return value
+    keys = {"images", "data"} & set(value) & set(other)
+    return {k: value[k] for k in keys}
+
+
 def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """Several suite.json files as one suite: each set's seeds together and summarised again,
     the options they share, and each file's machine with the (set, seed) pairs it ran. Files
@@ -238,7 +248,7 @@ def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any], list
         for row in sets:
             known = rows.setdefault(row["set"], {**row, "seeds": []})
             for key in ("px", "preset", "minutes", "reference"):
-                if known[key] != row[key]:
+                if comparable(key, known[key], row[key]) != comparable(key, row[key], known[key]):
                     raise SystemExit(f"--merge {path}: set {row['set']} has {key} = "
                                      f"{row[key]!r}, but {known[key]!r} in an earlier file")
             for seed in row["seeds"]:
@@ -325,7 +335,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append({"set": name, "kind": "grey" if spec.grey else "colour",
                          "images": spec.images, "px": spec.resolution, "preset": preset,
                          "minutes": minutes,
-                         "reference": {"file": ref.name, "images": ref_images},
+                         "reference": {"file": ref.name, "images": ref_images,
+                                       "data": data.fingerprint(source)},
                          **summarise(seeds), "seeds": seeds})
     options = {"minutes": args.minutes, "minutes_64": args.minutes_64, "seeds": args.seeds,
                "fid_samples": args.fid_samples, "reference_images": args.reference_images,

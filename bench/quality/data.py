@@ -26,6 +26,7 @@ time.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import itertools
 import json
@@ -181,6 +182,20 @@ def build(spec: DigitSet | CropSet, out: Path, progress: bool = True,
         z.comment = record.encode()
     tmp.replace(path)
     return path
+
+
+def fingerprint(source: str) -> str:
+    """What a set's images are, independent of where and when its zip was written: a built-in
+    set's name, or the sha256 of a built zip's decoded pixels in name order (PNG bytes could
+    differ between Pillow and zlib versions; the pixels may not)."""
+    if source in {s.source for s in BUILTIN.values()}:
+        return source
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(source) as z:
+        for name in sorted(z.namelist()):
+            with Image.open(z.open(name)) as img:
+                digest.update(name.encode() + np.asarray(img).tobytes())
+    return f"sha256:{digest.hexdigest()}"
 
 
 def source(name: str, out: Path, progress: bool = True) -> str:
