@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +196,20 @@ def test_grey_data_trains_a_one_channel_generator_with_grey_samples(tmp_path, ca
     assert "data: channels=3:" in capsys.readouterr().out
     assert json.loads((tmp_path / "rgb" / "config.json").read_text())["generator"][
         "out_channels"] == 3
+
+
+def test_documented_precision_comparison(tmp_path, capsys):
+    """docs/training.md's fp32/bf16 step comparison of the auto recipe, as written but for its
+    step count (2, not a budget of minutes): each precision trains and is the one recorded."""
+    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    command = re.search(r"`OMP_NUM_THREADS=1 hitgan train (.*?)` \(and `bf16`\)", text, re.S)
+    assert command, "docs/training.md: the precision comparison's command is gone"
+    argv = shlex.split(command.group(1))
+    assert argv[argv.index("--steps") + 1] == "1000000" and argv[-1] == "fp32"
+    argv[argv.index("--steps") + 1] = "2"
+    for precision in ("fp32", "bf16"):
+        run = tmp_path / precision
+        argv[argv.index("--out") + 1], argv[-1] = str(run), precision
+        assert main(["train", *argv]) == 0
+        assert "done: step 2" in capsys.readouterr().out
+        assert json.loads((run / "config.json").read_text())["train"]["precision"] == precision
