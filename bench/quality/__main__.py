@@ -19,7 +19,8 @@ has its row, outside that mean. Writes to ``--out``: suite.json, suite.md (the t
 suite.png (FID per set) and each run's last 64 samples, suite-SET-seedS-{hitgan,baseline}.png.
 ``--merge`` trains nothing: it joins suites run apart (other seeds or sets, on other days or
 machines, with the same options) into one, each set's seeds together, and says which code and
-machine ran which seeds.
+machine ran which seeds. A set's runs belong together when their sets hold the same pixels
+(``data.fingerprint``, recorded in suite.json) and the same count of real images was scored.
 """
 
 from __future__ import annotations
