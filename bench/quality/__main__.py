@@ -213,14 +213,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def comparable(key: str, value: Any, other: Any) -> Any:
-    """What must agree between two files' records of one set. A reference is its image count
-    and the set's fingerprint (where both files record one: older suites did not), not its
+def agree(key: str, a: Any, b: Any) -> bool:
+    """Whether two files' records of one set agree on ``key``. References agree on their image
+    count and the set's fingerprint (where both record one: older suites did not), not on the
     statistics file, whose cached name depends on where the set was built and when."""
     if key != "reference":
-        return value
-    keys = {"images", "data"} & set(value) & set(other)
-    return {k: value[k] for k in keys}
+        return a == b
+    return all(a[k] == b[k] for k in {"images", "data"} & a.keys() & b.keys())
 
 
 def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
@@ -249,7 +248,7 @@ def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any], list
         for row in sets:
             known = rows.setdefault(row["set"], {**row, "seeds": []})
             for key in ("px", "preset", "minutes", "reference"):
-                if comparable(key, known[key], row[key]) != comparable(key, row[key], known[key]):
+                if not agree(key, known[key], row[key]):
                     raise SystemExit(f"--merge {path}: set {row['set']} has {key} = "
                                      f"{row[key]!r}, but {known[key]!r} in an earlier file")
             for seed in row["seeds"]:

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from hitgan.data.dataset import BUILTIN as BUILTIN_SOURCES
 from hitgan.runtime import wheel_file
 
 # scikit-image's bundled photographs (skimage/data), by kind; synthetic and binary images left out
@@ -188,7 +189,7 @@ def fingerprint(source: str) -> str:
     """What a set's images are, independent of where and when its zip was written: a built-in
     set's name, or the sha256 of a built zip's decoded pixels in name order (PNG bytes could
     differ between Pillow and zlib versions; the pixels may not)."""
-    if source in {s.source for s in BUILTIN.values()}:
+    if source in BUILTIN_SOURCES:
         return source
     digest = hashlib.sha256()
     with zipfile.ZipFile(source) as z:
