@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One prepared GPU check: the cuda tests, generator img/s (fp32/bf16/compile) at 128/256/1024 px,
-# a bf16 training step at batch 32, FID-10k extraction (reference/fast/compiled); one JSON and a
-# markdown table in --out (default device-check/). Within 8 minutes on a GPU machine.
+# One prepared GPU check: the cuda tests, generator img/s (fp32/bf16) at 128/256/1024 px and
+# compiled at 128 px, a bf16 training step at batch 32, FID feature extraction
+# (reference/fast/compiled); one JSON and a markdown table in --out (default device-check/).
+# Within 10 minutes on a GPU machine; --steps runs some of the steps.
 #
-#   bench/device_check.sh [--out DIR]      # on the GPU machine
+#   bench/device_check.sh [--out DIR] [--steps tests,fid]   # on the GPU machine
 #   bench/device_check.sh --dry-run        # here, on CPU, tiny sizes (what CI tests)
 #
 # A GPU machine without network access may have torch but neither the Inception weights nor the

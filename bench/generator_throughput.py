@@ -302,6 +302,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
                               file=sys.stderr)
                         continue
                     preset_rows, preset_ceilings = bench_preset(name, batch, args, worker)
+                    for r in preset_rows:  # as it goes: a run stopped early still says something
+                        print(f"{r.preset} batch {r.batch}: {r.impl} {r.seconds * 1e3:.1f} "
+                              f"ms/forward, {r.images_per_s:.2f} img/s", file=sys.stderr,
+                              flush=True)
                     rows += preset_rows
                     ceilings += preset_ceilings
         finally:

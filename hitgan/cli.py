@@ -65,10 +65,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if video_only and seeds:
         raise ValueError(f"--out {out}: a .gif/.mp4 file holds an --interpolate video alone; "
                          "give --interpolate without --seeds, or --out a directory")
-    G = _generator(args).eval()
+    from hitgan.distributed import local_device
+
+    device = local_device(args.device)
+    G = _generator(args).to(device).eval()
     latent, names = G.config.latent_dim, G.config.class_names
     classes = parse_classes(args.class_, G.config.num_classes, names)
-    forward = inference_fn(G, args.precision, args.compile)
+    forward = inference_fn(G, args.precision, args.compile, device)
     start = time.perf_counter()
     frames = interpolation_frames(forward, keys, classes, latent, args.trunc, args.frames,
                                   args.interp, args.batch) if keys else []
@@ -84,7 +87,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
               "init_seed": None if args.model else args.init_seed, "seeds": seeds,
               "classes": classes, "class_names": list(names) or None,
               "resolution": G.config.resolution, "trunc": args.trunc, "interpolation": None,
-              "precision": args.precision, "compile": args.compile}
+              "precision": args.precision, "compile": args.compile, "device": str(device)}
     if keys:
         video = write_interpolation(frames, out, args.video, args.fps)
         record["interpolation"] = {"seeds": keys, "method": args.interp, "frames": len(frames),
@@ -304,6 +307,8 @@ def cmd_dataset(args: argparse.Namespace) -> None:
         print(f"  skipped {item['name']}: {item['reason']}")
 
 
+GENERATOR_DEVICE_HELP = ("where the generator runs, e.g. cpu or cuda:1 (default: cuda if "
+                         "available, else cpu)")
 MODEL_HELP = ("a generator from save_pretrained, a training checkpoint directory, or a run "
               "directory (its newest checkpoint; G_ema)")
 CROP_HELP = ("how images are cropped before resizing: fixed resizes the whole image, center "
@@ -390,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile with weight freezing (slow first call; pays off from "
                    "tens of batches on)")
+    p.add_argument("--device", help=GENERATOR_DEVICE_HELP)
     p.add_argument("--out", default="out/generate", help="a directory; or a .gif/.mp4 file "
                    "for the --interpolate video alone")
     p.set_defaults(func=cmd_generate)
@@ -404,8 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: bf16 where the CPU has AMX/AVX512-BF16 (or a CUDA GPU does)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile with weight freezing (compiled before serving)")
-    p.add_argument("--device", help="where the generator runs, e.g. cpu or cuda:1 (default: "
-                   "cuda if available, else cpu)")
+    p.add_argument("--device", help=GENERATOR_DEVICE_HELP)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="the generator as ONNX, checked with onnxruntime")

@@ -145,10 +145,11 @@ def save_animation(frames: np.ndarray, path: Path, fps: float) -> None:
 
 
 
-def inference_fn(generator: torch.nn.Module, precision: str = "fp32", compile: bool = False
-                 ) -> Callable[..., torch.Tensor]:
+def inference_fn(generator: torch.nn.Module, precision: str = "fp32", compile: bool = False,
+                 device: torch.device | None = None) -> Callable[..., torch.Tensor]:
     """An eval-mode forward of ``generator`` (z, and labels for a conditional one), optionally
-    in bf16 autocast and/or compiled.
+    in bf16 autocast and/or compiled. With ``device`` (where ``generator`` already is), inputs
+    are moved there first, so latents made on the CPU can be passed as they are.
 
     ``compile`` uses torch.compile with inductor's weight freezing (constant-folded, prepacked
     weights; valid because sampling never changes them). Freezing is switched on around each
@@ -172,14 +173,22 @@ def inference_fn(generator: torch.nn.Module, precision: str = "fp32", compile: b
                 return compiled(z, labels)
 
         fn = frozen
-    if precision == "fp32":
-        return fn
+    if precision == "bf16":
+        full = fn
 
-    def bf16(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.autocast(z.device.type, dtype=torch.bfloat16):
-            return fn(z, labels).float()
+        def bf16(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            with torch.autocast(z.device.type, dtype=torch.bfloat16):
+                return full(z, labels).float()
 
-    return bf16
+        fn = bf16
+    if device is not None:
+        there = fn
+
+        def moved(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            return there(z.to(device), None if labels is None else labels.to(device))
+
+        fn = moved
+    return fn
 
 
 def render(forward: Callable[..., torch.Tensor], z: torch.Tensor, batch: int,

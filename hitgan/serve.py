@@ -79,11 +79,7 @@ def device_forward(generator: HiTGenerator, device: torch.device, precision: str
     """The forward the server calls: latents (and labels) from the CPU onto ``device``,
     ``generator`` (already there) in ``precision`` (``inference_fn``). With ``compile`` it is
     compiled here, for one image and for a batch, rather than in the first requests."""
-    forward = inference_fn(generator, precision, compile)
-
-    def on_device(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return forward(z.to(device), None if labels is None else labels.to(device))
-
+    on_device = inference_fn(generator, precision, compile, device)
     if compile:
         config = generator.config
         with torch.inference_mode():

@@ -36,9 +36,11 @@ def test_generate_random_init(tmp_path, capsys):
     assert Image.open(out / "seed0003.png").size == (32, 32)
     record = json.loads((out / "generate.json").read_text())
     assert record["seeds"] == list(range(6)) and record["preset"] == "hit-tiny-32"
+    assert record["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
     # same seed -> same image, independent of batching
     again = tmp_path / "again"
-    assert main(["generate", "--seeds", "3", "--out", str(again)]) == 0
+    assert main(["generate", "--seeds", "3", "--device", "cpu", "--out", str(again)]) == 0
+    assert json.loads((again / "generate.json").read_text())["device"] == "cpu"
     assert np.array_equal(np.asarray(Image.open(out / "seed0003.png")),
                           np.asarray(Image.open(again / "seed0003.png")))
 
