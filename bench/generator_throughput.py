@@ -52,6 +52,8 @@ from bench.official import OFFICIAL_SIZES, OfficialWorker, add_options, check_op
 from hitgan.models.config import get_preset
 from hitgan.models.cost import generator_flops
 from hitgan.models.generator import HiTGenerator
+from hitgan.models.layers import ONEDNN_FP32, onednn_linear
+from hitgan.sampling import inference_fn
 
 BATCH1_ONLY = {"hit-b-1024"}  # too slow for larger batches on a small CPU
 
@@ -81,10 +83,14 @@ def _ours(model: HiTGenerator, z: torch.Tensor, compile_: bool, freezing: bool,
           precisions: tuple[str, ...] = ("fp32", "bf16")
           ) -> dict[str, tuple[Callable[[], torch.Tensor], str]]:
     """Our variants to time, in ``precisions``: impl name -> (forward, note)."""
+    fp32 = inference_fn(model, "fp32")  # what hitgan generate and serve run
+    onednn = ONEDNN_FP32 and z.device.type == "cpu"
     ours: dict[str, tuple[Callable[[], torch.Tensor], str]] = {
-        "ours fp32": (lambda: model(z), "eager"),
+        "ours fp32": (lambda: fp32(z), "eager" + (", oneDNN Linear" if onednn else "")),
         "ours bf16": (lambda: _bf16_call(model, z), "autocast bf16"),
     }
+    if onednn:
+        ours["ours torch-linear fp32"] = (lambda: model(z), "eager, torch's Linear (MKL)")
     if compile_:
         import torch._inductor.config as inductor_config
 
@@ -138,7 +144,9 @@ def linear_ceiling(name: str, batch: int, shapes: Counter[tuple[int, int, int]],
         for (rows, cin, cout), calls in shapes.items():
             x, w, b = (torch.randn(*shape, generator=gen).to(device, dtype)
                        for shape in ((rows, cin), (cout, cin), (cout,)))
-            call = functools.partial(F.linear, x, w, b)
+            linear = onednn_linear if precision == "fp32" and ONEDNN_FP32 and device == "cpu" \
+                else F.linear  # the kernel of the "ours fp32" row
+            call = functools.partial(linear, x, w, b)
             call()  # warm-up
             t = statistics.median(wall for wall, _ in timed(call, repeats, device))
             flops += 2 * rows * cin * cout * calls
@@ -200,7 +208,8 @@ def bench_preset(name: str, batch: int, args: argparse.Namespace,
 RATIOS = (("ours fp32", "official tf"), ("ours bf16", "official tf"),
           ("ours compile fp32", "official tf"), ("ours compile bf16", "official tf"),
           ("ours bf16", "ours fp32"), ("ours compile fp32", "ours fp32"),
-          ("ours compile bf16", "ours fp32"))
+          ("ours compile bf16", "ours fp32"), ("ours torch-linear fp32", "official tf"),
+          ("ours fp32", "ours torch-linear fp32"))
 
 
 def ratios(rows: list[Row]) -> list[str]:

@@ -6,21 +6,23 @@ import sys
 import pytest
 
 from bench import generator_throughput as bench
+from hitgan.models.layers import ONEDNN_FP32
 
 
 def test_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rows = bench.main(["--presets", "hit-tiny-32", "--batches", "1", "--repeats", "1",
                        "--rounds", "1", "--matmul-size", "256", "--json", str(out)])
+    torch_linear = [("hit-tiny-32", 1, "ours torch-linear fp32")] if ONEDNN_FP32 else []
     assert [(r.preset, r.batch, r.impl) for r in rows] == [
-        ("hit-tiny-32", 1, "ours fp32"), ("hit-tiny-32", 1, "ours bf16")]
+        ("hit-tiny-32", 1, "ours fp32"), ("hit-tiny-32", 1, "ours bf16"), *torch_linear]
     assert all(r.images_per_s > 0 and r.gflops > 0 for r in rows)
     assert rows[0].max_abs_diff is None and rows[1].max_abs_diff is not None
     printed = capsys.readouterr().out
     assert "| hit-tiny-32 | 1 | ours bf16 |" in printed
     assert "ours bf16 / ours fp32" in printed
     saved = json.loads(out.read_text())
-    assert len(saved["rows"]) == 2 and set(saved["matmul_gflops"]) == {"fp32", "bf16"}
+    assert len(saved["rows"]) == len(rows) and set(saved["matmul_gflops"]) == {"fp32", "bf16"}
     assert saved["machine"]["malloc_cache"] in (True, False)
     ceilings = saved["linear_ceilings"]
     assert [c["dtype"] for c in ceilings] == ["fp32", "bf16"]
@@ -32,8 +34,10 @@ def test_fp32_only(capsys):
     """--precisions fp32 (for CPUs that emulate bf16) times no bf16 row or ceiling."""
     rows = bench.main(["--presets", "hit-tiny-32", "--batches", "1", "--repeats", "1",
                        "--rounds", "1", "--matmul-size", "128", "--precisions", "fp32"])
-    assert [r.impl for r in rows] == ["ours fp32"]
+    assert [r.impl for r in rows] == ["ours fp32", *["ours torch-linear fp32"] * ONEDNN_FP32]
     printed = capsys.readouterr().out
+    if ONEDNN_FP32:  # sampling's oneDNN Linear against torch's, side by side
+        assert "ours fp32 / ours torch-linear fp32 = " in printed
     assert "hit-tiny-32 batch 1: fp32 " in printed and "bf16" not in printed.split("ratios")[1]
 
 

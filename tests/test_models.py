@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hitgan.models import layers
 from hitgan.models.attention import (
     CrossAttention,
     MultiAxisAttention,
@@ -298,6 +299,32 @@ def test_inference_fn_modes():
     assert 0 < (bf16 - ref).abs().max() < 1e-2 * max(1.0, ref.abs().max().item())
     with pytest.raises(ValueError, match="--precision fp16"):
         inference_fn(G, "fp16")
+
+
+@pytest.mark.skipif(not layers.ONEDNN_FP32, reason="oneDNN's fp32 linear is an x86 CPU op")
+def test_fp32_sampling_runs_linear_through_onednn(monkeypatch):
+    """inference_fn's eager fp32 forward takes oneDNN for every Linear (the same images); the
+    plain forward, a recorded gradient and bf16 autocast keep torch's own Linear."""
+    from hitgan.sampling import inference_fn
+
+    calls = []
+    onednn = layers.onednn_linear
+    monkeypatch.setattr(layers, "onednn_linear", lambda *a: calls.append(1) or onednn(*a))
+    torch.manual_seed(0)
+    G = HiTGenerator(TINY.generator).eval()
+    linears = sum(isinstance(m, torch.nn.Linear) for m in G.modules())
+    z = torch.randn(2, TINY.generator.latent_dim)
+    with torch.inference_mode():
+        ref = G(z)
+        assert not calls
+        got = inference_fn(G, "fp32")(z)
+        assert len(calls) >= linears
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+        calls.clear()
+        inference_fn(G, "bf16")(z)
+    with layers.onednn_fp32_linear():
+        G(z).sum().backward()  # training: gradients need torch's Linear
+    assert not calls and G.to_grid.weight.grad is not None
 
 
 def test_malloc_caching_applies_once_and_respects_the_environment(monkeypatch):

@@ -6,6 +6,11 @@ momentum 0.99 in Keras terms, LayerNorm eps 1e-6, exact GELU, TF depth_to_space 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import platform
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -18,6 +23,33 @@ def trunc_normal_(t: torch.Tensor) -> torch.Tensor:
     return nn.init.trunc_normal_(t, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
 
 
+# On x86 CPUs torch's fp32 Linear calls MKL's SGEMM, which picks its kernels by CPU vendor (its
+# AVX-512 ones on Intel alone); oneDNN, which bf16 Linear and TensorFlow use, picks them by
+# instruction set. For sampling, fp32 products go through oneDNN (docs/performance.md).
+ONEDNN_FP32 = (platform.machine().lower() in ("x86_64", "amd64")
+               and torch.backends.mkldnn.is_available()
+               and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+_onednn_fp32 = contextvars.ContextVar("onednn_fp32", default=False)
+
+
+@contextlib.contextmanager
+def onednn_fp32_linear() -> Iterator[None]:
+    """Within, ``Linear`` layers run fp32 products on the CPU through oneDNN when no gradient
+    is recorded and no autocast or compiler is on (where oneDNN is there: ``ONEDNN_FP32``).
+    The same function: outputs agree with MKL's to float rounding (about 1e-8 on hit-b-128)."""
+    token = _onednn_fp32.set(ONEDNN_FP32)
+    try:
+        yield
+    finally:
+        _onednn_fp32.reset(token)
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+                  ) -> torch.Tensor:
+    """x (..., in) @ weight (out, in).T + bias by oneDNN; plain weights (no backward)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 class Linear(nn.Linear):
     """nn.Linear with the official generator init: truncated normal(0.02) kernel, zero bias."""
 
@@ -25,6 +57,13 @@ class Linear(nn.Linear):
         trunc_normal_(self.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (not torch.compiler.is_compiling() and _onednn_fp32.get()
+                and x.dtype == torch.float32 and x.device.type == "cpu"
+                and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")):
+            return onednn_linear(x, self.weight, self.bias)
+        return super().forward(x)
 
 
 class BatchNormLast(nn.Module):
