@@ -23,9 +23,9 @@ def trunc_normal_(t: torch.Tensor) -> torch.Tensor:
     return nn.init.trunc_normal_(t, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
 
 
-# On x86 CPUs torch's fp32 Linear calls MKL's SGEMM, which picks its kernels by CPU vendor (its
-# AVX-512 ones on Intel alone); oneDNN, which bf16 Linear and TensorFlow use, picks them by
-# instruction set. For sampling, fp32 products go through oneDNN (docs/performance.md).
+# On x86 CPUs torch's fp32 Linear calls MKL's SGEMM, which picks its kernels by CPU vendor (it
+# is reported to run AVX2 ones on AMD); oneDNN, which bf16 Linear and TensorFlow use, picks them
+# by instruction set. For sampling, fp32 products go through oneDNN (docs/performance.md).
 ONEDNN_FP32 = (platform.machine().lower() in ("x86_64", "amd64")
                and torch.backends.mkldnn.is_available()
                and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
