@@ -24,6 +24,7 @@ from hitgan.models.io import save_pretrained
 def test_parse_variant():
     assert compare.parse_variant("fast:penalty_every=16,d_width=0.5,loss=rpgan") == (
         "fast", {"penalty_every": 16, "d_width": 0.5, "loss": "rpgan"})
+    assert compare.parse_variant("auto:") == ("auto", {})  # the default recipe, named
     with pytest.raises(ValueError, match="OPT=VALUE"):
         compare.parse_variant("fast:penalty_every")
     with pytest.raises(ValueError, match="name"):
@@ -227,6 +228,36 @@ def test_documented_64px_commands(tmp_path, monkeypatch):
         assert run.steps >= 1 and run.points[-1]["samples"] == 4 and run.points[-1]["fid"] > 0
         (grid,) = (tmp_path / out).glob(f"*-{'hitgan' if run is hit else 'baseline'}.png")
         assert Image.open(grid).size == (8 * 66 - 2, 8 * 66 - 2)  # 8 x 8 tiles of 64 px
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
+                    reason="the photo sets read scikit-image's photographs")
+def test_documented_ablation_commands(tmp_path, monkeypatch):
+    """docs/training.md's leave-one-out commands as written, at toy size (8 images, seconds):
+    every variant trains with its one option changed, and each is scored with its G too."""
+    from hitgan.cli import main as hitgan
+
+    monkeypatch.chdir(tmp_path)
+    data.main(["--out", "SUITE", "--only", "photos-colour-32", "--limit", "8"])
+    assert hitgan(["stats", "SUITE/photos-colour-32.zip", "-o", "REF.npz", "--resolution", "32",
+                   "--max-images", "5000"]) == 0
+    runs = compare.main([
+        "--data", "SUITE/photos-colour-32.zip", "--reference", "REF.npz", "--minutes", "0.005",
+        "--clock", "cpu", "--threads", "1", "--points", "1", "--fid-samples", "4",
+        "--no-baseline", "--score-g", "--seed", "1", "--out", "OUT", "--variant", "auto:",
+        "--variant", "r1-every-step:penalty_every=1",
+        "--variant", "init-official:output_init=official", "--variant", "batchnorm:norm=batch",
+        "--variant", "batch-32:batch=32", "--variant", "d-width-0.25:d_width=0.25"])
+    names = ["auto", "r1-every-step", "init-official", "batchnorm", "batch-32", "d-width-0.25"]
+    assert [r.name for r in runs] == [x for n in names for x in (n, f"{n} (G)")]
+    by = {r.name: r.options for r in runs}
+    assert (by["auto"]["penalty_every"], by["r1-every-step"]["penalty_every"]) == (16, 1)
+    assert (by["auto"]["output_init"], by["init-official"]["output_init"]) == ("data", "official")
+    assert (by["auto"]["norm"], by["batchnorm"]["norm"]) == ("layer", "batch")
+    assert (by["auto"]["batch"], by["batch-32"]["batch"]) == (16, 32)
+    assert (by["auto"]["d_width"], by["d-width-0.25"]["d_width"]) == (0.5, 0.25)
+    assert all(r.steps >= 1 and r.points[-1]["fid"] > 0 for r in runs)
 
 
 def test_legible_fraction_and_class_shares_by_hand():
