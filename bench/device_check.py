@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default="device-check", help="folder for the JSON and the table")
     p.add_argument("--steps", default=",".join(STEPS),
                    help=f"comma-separated steps to run, of {','.join(STEPS)} (default: all); "
-                   "e.g. two calls of a GPU machine that cannot take every file at once")
+                   "e.g. again the one that failed or ran out of time")
     args = p.parse_args(argv)
     chosen = args.steps.split(",")
     if unknown := sorted(set(chosen) - set(STEPS)):
