@@ -304,7 +304,8 @@ def test_inference_fn_modes():
 @pytest.mark.skipif(not layers.ONEDNN_FP32, reason="oneDNN's fp32 linear is an x86 CPU op")
 def test_fp32_sampling_runs_linear_through_onednn(monkeypatch):
     """inference_fn's eager fp32 forward takes oneDNN for every Linear (the same images); the
-    plain forward, a recorded gradient and bf16 autocast keep torch's own Linear."""
+    plain forward and bf16 autocast keep torch's own Linear; with a gradient recorded (fp32
+    training) oneDNN runs the forward and the input's gradient."""
     from hitgan.sampling import inference_fn
 
     calls = []
@@ -322,9 +323,32 @@ def test_fp32_sampling_runs_linear_through_onednn(monkeypatch):
         torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
         calls.clear()
         inference_fn(G, "bf16")(z)
+    assert not calls
+    G(z).sum().backward()
+    assert not calls
     with layers.onednn_fp32_linear():
-        G(z).sum().backward()  # training: gradients need torch's Linear
-    assert not calls and G.to_grid.weight.grad is not None
+        out = G(z)
+    out.sum().backward()
+    assert len(calls) > linears and G.to_grid.weight.grad is not None  # z needs no gradient
+
+
+@pytest.mark.skipif(not layers.ONEDNN_FP32, reason="oneDNN's fp32 linear is an x86 CPU op")
+def test_onednn_linear_gradients_are_torchs():
+    """OneDNNLinear (fp32 training on the CPU) against F.linear: output and the gradients of
+    input, weight and bias, on a channels-last (B, H, W, C) input."""
+    torch.manual_seed(0)
+    lin = layers.Linear(24, 40)
+    x = torch.randn(2, 5, 7, 24, requires_grad=True)
+    grad = torch.randn(2, 5, 7, 40)
+    ref = F.linear(x, lin.weight, lin.bias)
+    expected = torch.autograd.grad(ref, (x, lin.weight, lin.bias), grad)
+    with layers.onednn_fp32_linear():
+        out = lin(x)
+    assert out.grad_fn is not None and "OneDNNLinear" in type(out.grad_fn).__name__
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    for got, want in zip(torch.autograd.grad(out, (x, lin.weight, lin.bias), grad), expected,
+                         strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_malloc_caching_applies_once_and_respects_the_environment(monkeypatch):

@@ -25,7 +25,7 @@ def trunc_normal_(t: torch.Tensor) -> torch.Tensor:
 
 # On x86 CPUs torch's fp32 Linear calls MKL's SGEMM, which picks its kernels by CPU vendor (it
 # is reported to run AVX2 ones on AMD); oneDNN, which bf16 Linear and TensorFlow use, picks them
-# by instruction set. For sampling, fp32 products go through oneDNN (docs/performance.md).
+# by instruction set. G's fp32 products go through oneDNN (docs/performance.md).
 ONEDNN_FP32 = (platform.machine().lower() in ("x86_64", "amd64")
                and torch.backends.mkldnn.is_available()
                and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
@@ -34,9 +34,10 @@ _onednn_fp32 = contextvars.ContextVar("onednn_fp32", default=False)
 
 @contextlib.contextmanager
 def onednn_fp32_linear() -> Iterator[None]:
-    """Within, ``Linear`` layers run fp32 products on the CPU through oneDNN when no gradient
-    is recorded and no autocast or compiler is on (where oneDNN is there: ``ONEDNN_FP32``).
-    The same function: outputs agree with MKL's to float rounding (about 1e-8 on hit-b-128)."""
+    """Within, ``Linear`` layers run fp32 products on the CPU through oneDNN when no autocast
+    or compiler is on (where oneDNN is there: ``ONEDNN_FP32``); with a gradient recorded, by
+    ``OneDNNLinear``. The same function: outputs agree with MKL's to float rounding (about 1e-8
+    on hit-b-128). Sampling (``inference_fn``) and fp32 training steps on the CPU use it."""
     token = _onednn_fp32.set(ONEDNN_FP32)
     try:
         yield
@@ -50,6 +51,32 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
+class OneDNNLinear(torch.autograd.Function):
+    """``onednn_linear`` with a gradient: the input's through oneDNN too, the weight's by
+    torch's matmul (first order only: G's loss needs no double backward)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+                ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor  # (..., out)
+                 ) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:  # (..., out) @ (out, in)
+            grad_x = onednn_linear(grad, weight.t().contiguous(), None)
+        rows = grad.reshape(-1, grad.shape[-1])  # (N, out)
+        if ctx.needs_input_grad[1]:  # (out, N) @ (N, in)
+            grad_w = rows.t() @ x.reshape(-1, x.shape[-1])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = rows.sum(0)
+        return grad_x, grad_w, grad_b
+
+
 class Linear(nn.Linear):
     """nn.Linear with the official generator init: truncated normal(0.02) kernel, zero bias."""
 
@@ -61,7 +88,9 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (not torch.compiler.is_compiling() and _onednn_fp32.get()
                 and x.dtype == torch.float32 and x.device.type == "cpu"
-                and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")):
+                and not torch.is_autocast_enabled("cpu")):
+            if torch.is_grad_enabled():
+                return OneDNNLinear.apply(x, self.weight, self.bias)
             return onednn_linear(x, self.weight, self.bias)
         return super().forward(x)
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hitgan.models.layers import onednn_fp32_linear
 from hitgan.training.augment import diff_augment
 from hitgan.training.config import TrainConfig
 from hitgan.training.losses import (
@@ -139,7 +140,9 @@ class GANLoss:
 
     def _autocast(self, enabled: bool = True) -> AbstractContextManager[object]:
         dtype = AMP_DTYPES.get(self.precision)
-        if dtype is None or not enabled:
+        if dtype is None:
+            return onednn_fp32_linear() if self.device_type == "cpu" else nullcontext()
+        if not enabled:
             return nullcontext()
         return torch.autocast(self.device_type, dtype=dtype)
 
