@@ -140,7 +140,7 @@ class GANLoss:
 
     def _autocast(self, enabled: bool = True) -> AbstractContextManager[object]:
         dtype = AMP_DTYPES.get(self.precision)
-        if dtype is None:
+        if dtype is None:  # fp32; on the CPU G's Linear layers go through oneDNN (layers.py)
             return onednn_fp32_linear() if self.device_type == "cpu" else nullcontext()
         if not enabled:
             return nullcontext()
