@@ -35,9 +35,9 @@ _onednn_fp32 = contextvars.ContextVar("onednn_fp32", default=False)
 @contextlib.contextmanager
 def onednn_fp32_linear() -> Iterator[None]:
     """Within, ``Linear`` layers run fp32 products on the CPU through oneDNN when no autocast
-    or compiler is on (where oneDNN is there: ``ONEDNN_FP32``); with a gradient recorded, by
-    ``OneDNNLinear``. The same function: outputs agree with MKL's to float rounding (about 1e-8
-    on hit-b-128). Sampling (``inference_fn``) and fp32 training steps on the CPU use it."""
+    or compiler is on (where oneDNN is there: ``ONEDNN_FP32``), by ``OneDNNLinear``. The same
+    function: outputs agree with MKL's to float rounding (about 1e-8 on hit-b-128). Sampling
+    (``inference_fn``) and fp32 training steps on the CPU use it."""
     token = _onednn_fp32.set(ONEDNN_FP32)
     try:
         yield
@@ -89,9 +89,7 @@ class Linear(nn.Linear):
         if (not torch.compiler.is_compiling() and _onednn_fp32.get()
                 and x.dtype == torch.float32 and x.device.type == "cpu"
                 and not torch.is_autocast_enabled("cpu")):
-            if torch.is_grad_enabled():
-                return OneDNNLinear.apply(x, self.weight, self.bias)
-            return onednn_linear(x, self.weight, self.bias)
+            return OneDNNLinear.apply(x, self.weight, self.bias)  # no graph without a gradient
         return super().forward(x)
 
 
