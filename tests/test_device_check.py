@@ -35,8 +35,8 @@ def test_a_step_out_of_time_keeps_what_it_printed():
     from bench.device_check import run_step
 
     step = run_step(["-c", "print('measured 1', flush=True); import threading; "
-                     "threading.Event().wait()"], limit=5)
-    assert step["status"] == "timed out after 5 s" and step["tail"] == ["measured 1"]
+                     "threading.Event().wait()"], limit=20)  # ample for a busy machine
+    assert step["status"] == "timed out after 20 s" and step["tail"] == ["measured 1"]
 
 
 def test_steps_picks_some(tmp_path):
