@@ -41,8 +41,16 @@ def local_device(device: str | None = None) -> torch.device:
     """This process's device. A single process takes ``device`` (e.g. ``cpu``, ``cuda:1``) as
     given; under torchrun only its type counts: each process takes its LOCAL_RANK's GPU, or the
     CPU. Default: the GPU if there is one."""
-    if device is not None and _launched_world() == 1:
-        return torch.device(device)
+    if device is not None:
+        try:
+            chosen = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"--device {device}: not a device; use e.g. cpu, cuda or "
+                             "cuda:1") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA device here; use cpu")
+        if _launched_world() == 1:
+            return chosen
     kind = torch.device(device).type if device else (
         "cuda" if torch.cuda.is_available() else "cpu")
     local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -63,6 +63,7 @@ def test_convert_official_then_generate(tmp_path, reference_path, capsys):
     (["generate", "--seeds", "x"], "--seeds"),
     (["convert-official", "/nonexistent.npz", "--out", "o"], "/nonexistent.npz"),
     (["generate", "--batch", "0"], "--batch 0"),
+    (["generate", "--device", "gpu"], "--device gpu: not a device"),
 ])
 def test_errors_are_one_clear_line(argv, needle, capsys):
     assert main(argv) != 0
