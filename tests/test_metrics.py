@@ -45,6 +45,7 @@ from hitgan.metrics.stats import (
     load_stats,
     save_stats,
 )
+from hitgan.models import layers
 from hitgan.models.config import get_preset
 from hitgan.models.generator import HiTGenerator
 from hitgan.sampling import interpolation_path, lerp, seed_latent, seed_latents, slerp
@@ -365,6 +366,20 @@ def test_evaluate_is_seeded_and_batch_independent():
     for k, v in results.items():
         assert again[k] == pytest.approx(v, rel=1e-6, abs=1e-9)
     assert run_eval(batch=4, seed=2)["fid9_full"] != pytest.approx(results["fid9_full"])
+
+
+@pytest.mark.skipif(not layers.ONEDNN_FP32, reason="oneDNN's fp32 linear is an x86 CPU op")
+def test_evaluate_samples_as_generate_does(monkeypatch):
+    """evaluate's fp32 samples on the CPU run G's Linear layers through oneDNN, as `hitgan
+    generate` does (faster where torch's fp32 Linear takes MKL's AVX2 path), and leave G in
+    the mode it came in."""
+    calls = []
+    onednn = layers.onednn_linear
+    monkeypatch.setattr(layers, "onednn_linear", lambda *a: calls.append(1) or onednn(*a))
+    G = visible_generator().train()
+    evaluate(G, pixel_reference(), ("fid",), num_samples=4, batch=4,
+             extractor=PixelFeatures(), progress=False)
+    assert calls and G.training
 
 
 def _worker(rank: int, port: int, out: str) -> None:

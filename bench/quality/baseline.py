@@ -54,7 +54,8 @@ class DCGANGenerator(nn.Module):
         layers += [nn.ConvTranspose2d(w[-1], cfg.out_channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: None = None) -> torch.Tensor:
+        """``labels``: always None (unconditional), as hitgan's sampling passes it."""
         return self.net(z[:, :, None, None])  # (B, Z) -> (B, C, R, R) in [-1, 1]
 
 

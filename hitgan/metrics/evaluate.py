@@ -45,7 +45,7 @@ from hitgan.metrics.stats import (
     subset_indices,
 )
 from hitgan.models.generator import HiTGenerator
-from hitgan.sampling import seed_latents
+from hitgan.sampling import inference_fn, seed_latents
 
 SEED_STRIDE = 2**20  # samples per evaluation seed
 MAX_SEED = 2**32 // SEED_STRIDE
@@ -168,11 +168,13 @@ def evaluate(generator: HiTGenerator, reference: FeatureStats,
     extractor.to(device)
     rank, world = rank_and_world()
     indices = shard(num_samples, rank, world)
-    was_training = generator.training
     start = time.perf_counter()
     local = [torch.empty(0, reference.features.shape[1], device=device)]  # (0, D) if no share
     gen_seconds = feat_seconds = 0.0
     latent_dim = generator.config.latent_dim
+
+    was_training = generator.training
+    forward = inference_fn(generator)  # eval mode; fp32, on the CPU with oneDNN's Linear
 
     def generated() -> Iterator[torch.Tensor]:
         """The share's images, batch by batch, uint8 (B, C, R, R); timed."""
@@ -182,12 +184,11 @@ def evaluate(generator: HiTGenerator, reference: FeatureStats,
             z = seed_latents([seed * SEED_STRIDE + j for j in rows], latent_dim).to(device)
             labels = torch.tensor(list(rows)).remainder(k).to(device) if k else None  # (B,)
             t0 = time.perf_counter()
-            images = quantize(generator(z) if labels is None else generator(z, labels))
+            images = quantize(forward(z, labels))
             gen_seconds += _synchronized(device) - t0
             yield images  # (B, C, R, R) uint8
 
     try:
-        generator.eval()
         with torch.inference_mode():
             for images in tqdm(prefetch(generated(), inference=True), desc="eval", unit="batch",
                                total=math.ceil(len(indices) / batch),
