@@ -5,6 +5,7 @@ built-in digits, and the suite's data sets built small."""
 
 import importlib.util
 import json
+import re
 import shlex
 import zipfile
 
@@ -16,7 +17,7 @@ from test_metrics import visible_generator
 
 from bench.common import ROOT
 from bench.quality import __main__ as suite
-from bench.quality import compare, data, legible
+from bench.quality import compare, data, legible, subset
 from bench.quality.baseline import BaselineConfig, DCGANDiscriminator, DCGANGenerator
 from hitgan.models.io import save_pretrained
 
@@ -257,6 +258,52 @@ def test_documented_ablation_commands(tmp_path, monkeypatch):
     assert (by["auto"]["norm"], by["batchnorm"]["norm"]) == ("layer", "batch")
     assert (by["auto"]["batch"], by["batch-32"]["batch"]) == (16, 32)
     assert (by["auto"]["d_width"], by["d-width-0.25"]["d_width"]) == (0.5, 0.25)
+    assert all(r.steps >= 1 and r.points[-1]["fid"] > 0 for r in runs)
+
+
+def test_subset_draws_the_same_files_byte_for_byte(tmp_path, capsys):
+    source = tmp_path / "set.zip"
+    with zipfile.ZipFile(source, "w") as z:
+        for i in range(6):
+            z.writestr(f"{i:06d}.png", bytes([i]) * 10)
+    subset.main([str(source), str(tmp_path / "a.zip"), "--images", "3", "--seed", "1"])
+    subset.main([str(source), str(tmp_path / "b.zip"), "--images", "3", "--seed", "1"])
+    assert "3 images of" in capsys.readouterr().out
+    with zipfile.ZipFile(tmp_path / "a.zip") as a, zipfile.ZipFile(tmp_path / "b.zip") as b:
+        assert a.namelist() == b.namelist() and len(set(a.namelist())) == 3
+        assert all(a.read(n) == bytes([int(n[:6])]) * 10 for n in a.namelist())
+    for argv, message in (([str(source), str(tmp_path / "c.zip"), "--images", "7"],
+                           "--images 7: .*set.zip has 6 files; draw 1 to 6"),
+                          ([str(source), str(source), "--images", "2"], "replace its source"),
+                          ([str(tmp_path / "none.zip"), str(tmp_path / "d.zip"), "--images",
+                            "2"], "none.zip")):
+        with pytest.raises(SystemExit):
+            subset.main(argv)
+        assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "c.zip").exists() and not (tmp_path / "d.zip").exists()
+    with zipfile.ZipFile(source) as z:
+        assert len(z.namelist()) == 6  # the source untouched
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
+                    reason="the photo sets read scikit-image's photographs")
+def test_documented_small_set_commands(tmp_path, monkeypatch):
+    """docs/training.md's adaptive-augmentation commands as written, at toy size: a subset of
+    a suite set, then the auto recipe (ADA on: fewer than 5,000 images) beside it without."""
+    from hitgan.cli import main as hitgan
+
+    monkeypatch.chdir(tmp_path)
+    data.main(["--out", "SUITE", "--only", "photos-colour-32", "--limit", "12"])
+    subset.main(["SUITE/photos-colour-32.zip", "colour100.zip", "--images", "8", "--seed", "1"])
+    assert hitgan(["stats", "SUITE/photos-colour-32.zip", "-o", "REF.npz", "--resolution", "32",
+                   "--max-images", "5000"]) == 0
+    runs = compare.main([
+        "--data", "colour100.zip", "--reference", "REF.npz", "--minutes", "0.005",
+        "--clock", "cpu", "--threads", "1", "--points", "1", "--fid-samples", "4",
+        "--no-baseline", "--seed", "0", "--out", "OUT", "--variant", "auto:",
+        "--variant", "no-ada:ada_target=null"])
+    assert [(r.name, r.options["ada_target"]) for r in runs] == [("auto", 0.6), ("no-ada", None)]
     assert all(r.steps >= 1 and r.points[-1]["fid"] > 0 for r in runs)
 
 

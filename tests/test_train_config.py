@@ -79,7 +79,7 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     assert cfg.generator_config().upsample == "bilinear"
     options = [line.split("=")[0] for line in report]
     assert options == [f"auto: {c.option}" for c in recipe.auto_recipe(
-        "hit-tiny-32", torch.device("cpu"))] + ["data: channels"]  # the digits are grey
+        "hit-tiny-32", torch.device("cpu"))] + ["data: channels", "data: ada_target"]
     assert all(line.count(": ") >= 2 for line in report)  # each with its reason
     monkeypatch.setattr(recipe, "fast_bf16", lambda device: (True, "CPU has amx_bf16"))
     report = []
@@ -96,11 +96,36 @@ def test_auto_recipe_for_small_presets(monkeypatch):
     assert official.mode_seeking == 0
     assert official.generator_config() == get_preset("hit-tiny-32").generator  # the official G
     assert build_config({"data": "mnist", "channels": 3}, report=(r := [])).channels == 3
-    assert not any(line.startswith("data:") for line in r)  # a flag: nothing read
+    assert [line.split("=")[0] for line in r if line.startswith("data:")] == [
+        "data: ada_target"]  # a flag: channels not read
     assert build_config({"preset": "hit-b-128"}, recipe="auto", report=(r := [])).d_width == 1
     assert [line.split("=")[0] for line in r] == ["data: channels"]  # 128 px: official recipe
     with pytest.raises(ValueError, match="--recipe 'fast'"):
         build_config({}, recipe="fast")
+
+
+def test_auto_recipe_augments_small_sets_adaptively(tmp_path):
+    """Below 5,000 images the auto recipe turns on ADA (target 0.6) and says why; the 5,000
+    digits, --diffaug, another recipe or an explicit --ada-target keep theirs."""
+    from PIL import Image
+
+    for i in range(6):
+        Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    report: list[str] = []
+    assert build_config({"data": str(tmp_path)}, report=report).ada_target == 0.6
+    assert any(line.startswith(f"data: ada_target=0.6: {tmp_path}: 6 images, fewer than "
+                               "5,000: StyleGAN2-ADA") for line in report)
+    report = []
+    assert build_config({"data": "mnist"}, report=report).ada_target is None
+    assert any(line.startswith("data: ada_target=None: mnist: 5,000 images: no augmentation")
+               for line in report)
+    cfg = build_config({"data": str(tmp_path), "diffaug": True})
+    assert cfg.diffaug and cfg.ada_target is None
+    assert build_config({"data": str(tmp_path)}, recipe="official").ada_target is None
+    report = []
+    assert build_config({"data": str(tmp_path), "ada_target": 0.7},
+                        report=report).ada_target == 0.7
+    assert any("[overridden: ada_target=0.7]" in line for line in report)
 
 
 def test_auto_recipe_seeks_modes():

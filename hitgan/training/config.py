@@ -373,9 +373,12 @@ def build_config(overrides: dict[str, Any], config_file: str | None = None,
         if "ema_decay" in given and "ema_kimg" not in given:  # an explicit decay wins
             recipe_values.pop("ema_kimg", None)
             recipe_values.pop("ema_rampup", None)
-    if "channels" not in given:  # read off the data, whatever the recipe
+    # the auto recipe's choices by the data's size; --diffaug augments always: no ADA beside it
+    size = bool(choices) and not given.get("diffaug")
+    if "channels" not in given or size:  # read off the data: channels whatever the recipe
         found = data_choices(given.get("data", TrainConfig.data),
-                             PRESETS[preset].generator.resolution)
+                             PRESETS[preset].generator.resolution,
+                             channels="channels" not in given, size=size)
         choices += found
         recipe_values.update({c.option: c.value for c in found})
     values = {**PRESET_DEFAULTS.get(preset, {}), **recipe_values, **given}
