@@ -231,25 +231,37 @@ def test_documented_64px_commands(tmp_path, monkeypatch):
         assert Image.open(grid).size == (8 * 66 - 2, 8 * 66 - 2)  # 8 x 8 tiles of 64 px
 
 
+def _toy_colour_set(images: int) -> None:
+    """docs/training.md's first two commands of a photos-colour-32 experiment, at toy size, in
+    the current folder: SUITE/photos-colour-32.zip (``images`` crops) and REF.npz."""
+    from hitgan.cli import main as hitgan
+
+    data.main(["--out", "SUITE", "--only", "photos-colour-32", "--limit", str(images)])
+    assert hitgan(["stats", "SUITE/photos-colour-32.zip", "-o", "REF.npz", "--resolution", "32",
+                   "--max-images", "5000"]) == 0
+
+
+def _compare_toy(data_zip: str, seed: str, *extra: str) -> list:
+    """The documented compare command at toy size (seconds, 4 samples)."""
+    return compare.main([
+        "--data", data_zip, "--reference", "REF.npz", "--minutes", "0.005",
+        "--clock", "cpu", "--threads", "1", "--points", "1", "--fid-samples", "4",
+        "--no-baseline", "--seed", seed, "--out", "OUT", *extra])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
                     reason="the photo sets read scikit-image's photographs")
 def test_documented_ablation_commands(tmp_path, monkeypatch):
     """docs/training.md's leave-one-out commands as written, at toy size (8 images, seconds):
     every variant trains with its one option changed, and each is scored with its G too."""
-    from hitgan.cli import main as hitgan
-
     monkeypatch.chdir(tmp_path)
-    data.main(["--out", "SUITE", "--only", "photos-colour-32", "--limit", "8"])
-    assert hitgan(["stats", "SUITE/photos-colour-32.zip", "-o", "REF.npz", "--resolution", "32",
-                   "--max-images", "5000"]) == 0
-    runs = compare.main([
-        "--data", "SUITE/photos-colour-32.zip", "--reference", "REF.npz", "--minutes", "0.005",
-        "--clock", "cpu", "--threads", "1", "--points", "1", "--fid-samples", "4",
-        "--no-baseline", "--score-g", "--seed", "1", "--out", "OUT", "--variant", "auto:",
+    _toy_colour_set(8)
+    runs = _compare_toy(
+        "SUITE/photos-colour-32.zip", "1", "--score-g", "--variant", "auto:",
         "--variant", "r1-every-step:penalty_every=1",
         "--variant", "init-official:output_init=official", "--variant", "batchnorm:norm=batch",
-        "--variant", "batch-32:batch=32", "--variant", "d-width-0.25:d_width=0.25"])
+        "--variant", "batch-32:batch=32", "--variant", "d-width-0.25:d_width=0.25")
     names = ["auto", "r1-every-step", "init-official", "batchnorm", "batch-32", "d-width-0.25"]
     assert [r.name for r in runs] == [x for n in names for x in (n, f"{n} (G)")]
     by = {r.name: r.options for r in runs}
@@ -291,18 +303,11 @@ def test_subset_draws_the_same_files_byte_for_byte(tmp_path, capsys):
 def test_documented_small_set_commands(tmp_path, monkeypatch):
     """docs/training.md's adaptive-augmentation commands as written, at toy size: a subset of
     a suite set, then the auto recipe (ADA on: fewer than 5,000 images) beside it without."""
-    from hitgan.cli import main as hitgan
-
     monkeypatch.chdir(tmp_path)
-    data.main(["--out", "SUITE", "--only", "photos-colour-32", "--limit", "12"])
+    _toy_colour_set(12)
     subset.main(["SUITE/photos-colour-32.zip", "colour100.zip", "--images", "8", "--seed", "1"])
-    assert hitgan(["stats", "SUITE/photos-colour-32.zip", "-o", "REF.npz", "--resolution", "32",
-                   "--max-images", "5000"]) == 0
-    runs = compare.main([
-        "--data", "colour100.zip", "--reference", "REF.npz", "--minutes", "0.005",
-        "--clock", "cpu", "--threads", "1", "--points", "1", "--fid-samples", "4",
-        "--no-baseline", "--seed", "0", "--out", "OUT", "--variant", "auto:",
-        "--variant", "no-ada:ada_target=null"])
+    runs = _compare_toy("colour100.zip", "0", "--variant", "auto:",
+                        "--variant", "no-ada:ada_target=null")
     assert [(r.name, r.options["ada_target"]) for r in runs] == [("auto", 0.6), ("no-ada", None)]
     assert all(r.steps >= 1 and r.points[-1]["fid"] > 0 for r in runs)
 
