@@ -41,6 +41,7 @@ def local_device(device: str | None = None) -> torch.device:
     """This process's device. A single process takes ``device`` (e.g. ``cpu``, ``cuda:1``) as
     given; under torchrun only its type counts: each process takes its LOCAL_RANK's GPU, or the
     CPU. Default: the GPU if there is one."""
+    chosen = None
     if device is not None:
         try:
             chosen = torch.device(device)
@@ -51,8 +52,7 @@ def local_device(device: str | None = None) -> torch.device:
             raise ValueError(f"--device {device}: no CUDA device here; use cpu")
         if _launched_world() == 1:
             return chosen
-    kind = torch.device(device).type if device else (
-        "cuda" if torch.cuda.is_available() else "cpu")
+    kind = chosen.type if chosen else ("cuda" if torch.cuda.is_available() else "cpu")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     return torch.device("cuda", local) if kind == "cuda" else torch.device(kind)
 

@@ -24,9 +24,13 @@ def subset(source: Path, dest: Path, images: int, seed: int) -> list[str]:
                              f"draw 1 to {len(names)}")
         drawn = random.Random(seed).sample(names, images)
         tmp = dest.with_name(dest.name + ".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as out:
-            for name in drawn:
-                out.writestr(name, z.read(name))
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as out:
+                for name in drawn:
+                    out.writestr(name, z.read(name))
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a failed draw leaves nothing behind
+            raise
     tmp.replace(dest)
     return drawn
 
@@ -43,8 +47,10 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"{args.dest}: the subset would replace its source; name another file")
     try:
         subset(args.source, args.dest, args.images, args.seed)
-    except (OSError, zipfile.BadZipFile, ValueError) as e:
-        p.error(f"{args.source}: {e}" if not isinstance(e, ValueError) else str(e))
+    except ValueError as e:
+        p.error(str(e))
+    except (OSError, zipfile.BadZipFile) as e:
+        p.error(f"{args.source}: {e}")
     print(f"{args.dest}: {args.images} images of {args.source} (seed {args.seed})")
 
 
